@@ -1,0 +1,166 @@
+//! Reading stored state for the GET endpoints.
+//!
+//! Everything is JSON written by the leader with `stride-core`'s serde. An entry that does not
+//! parse is skipped with a warning in lists (one bad record must not hide every app) and is a
+//! 500 when it is the object asked for.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use stride_core::deployment::DeploymentPlan;
+use stride_core::instance::Instance;
+use stride_core::render::AppStatus;
+use stride_core::{App, PathId, Timestamp};
+use stride_store::{collections, StateStore, StoreError};
+
+use crate::error::Result;
+
+fn parse_entry<T: DeserializeOwned>(collection: &str, key: &str, bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(collection, key, error = %e, "skipping a stored entry that does not parse");
+            None
+        }
+    }
+}
+
+async fn read_all<T: DeserializeOwned>(
+    store: &dyn StateStore,
+    collection: &str,
+) -> Result<Vec<(String, T)>> {
+    Ok(store
+        .get_all(collection)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| parse_entry(collection, &k, &v).map(|t| (k, t)))
+        .collect())
+}
+
+/// One app, `None` when absent.
+pub async fn app(store: &dyn StateStore, id: &PathId) -> Result<Option<App>> {
+    let key = id.to_string();
+    match store.get(collections::APPS, &key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("app {key}: {e}")).into()),
+    }
+}
+
+/// Every app, by id.
+pub async fn apps(store: &dyn StateStore) -> Result<BTreeMap<PathId, App>> {
+    Ok(read_all::<App>(store, collections::APPS)
+        .await?
+        .into_iter()
+        .map(|(_, a)| (a.id.clone(), a))
+        .collect())
+}
+
+pub async fn instances(store: &dyn StateStore) -> Result<Vec<Instance>> {
+    Ok(read_all::<Instance>(store, collections::INSTANCES)
+        .await?
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect())
+}
+
+pub async fn deployments(store: &dyn StateStore) -> Result<Vec<DeploymentPlan>> {
+    let mut plans: Vec<DeploymentPlan> = read_all(store, collections::DEPLOYMENTS)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    plans.sort_by(|a, b| a.version.cmp(&b.version).then_with(|| a.id.cmp(&b.id)));
+    Ok(plans)
+}
+
+/// Last task failure per app id.
+pub async fn task_failures(store: &dyn StateStore) -> Result<HashMap<String, Value>> {
+    Ok(read_all::<Value>(store, collections::TASK_FAILURES)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The stored versions of an app, newest first.
+pub async fn app_versions(store: &dyn StateStore, id: &PathId) -> Result<Vec<Timestamp>> {
+    let mut versions: Vec<Timestamp> = store
+        .keys(&collections::app_versions(&id.to_string()))
+        .await?
+        .iter()
+        .filter_map(|k| Timestamp::parse(k).ok())
+        .collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions.dedup();
+    Ok(versions)
+}
+
+/// One stored version of an app.
+pub async fn app_version(
+    store: &dyn StateStore,
+    id: &PathId,
+    version: Timestamp,
+) -> Result<Option<Value>> {
+    let collection = collections::app_versions(&id.to_string());
+    match store.get(&collection, &version.to_string()).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{collection}/{version}: {e}")).into()),
+    }
+}
+
+/// Everything the app listings need, read together.
+pub struct Snapshot {
+    pub apps: BTreeMap<PathId, App>,
+    pub instances: Vec<Instance>,
+    pub deployments: Vec<DeploymentPlan>,
+    pub failures: HashMap<String, Value>,
+}
+
+impl Snapshot {
+    pub async fn load(store: &dyn StateStore) -> Result<Self> {
+        let (apps, instances, deployments, failures) = futures::try_join!(
+            apps(store),
+            instances(store),
+            deployments(store),
+            task_failures(store)
+        )?;
+        Ok(Self {
+            apps,
+            instances,
+            deployments,
+            failures,
+        })
+    }
+
+    /// Instances grouped by app.
+    pub fn instances_by_app(&self) -> HashMap<&PathId, Vec<&Instance>> {
+        let mut by_app: HashMap<&PathId, Vec<&Instance>> = HashMap::new();
+        for i in &self.instances {
+            by_app.entry(&i.app_id).or_default().push(i);
+        }
+        by_app
+    }
+
+    /// What AppInfo shows of `app` besides its definition.
+    pub fn status<'a>(&'a self, app: &PathId, instances: Vec<&'a Instance>) -> AppStatus<'a> {
+        AppStatus {
+            instances,
+            deployment_ids: deployment_ids(&self.deployments, app),
+            last_task_failure: self.failures.get(&app.to_string()),
+            readiness: Vec::new(),
+        }
+    }
+}
+
+/// Running deployments that touch `app`.
+pub fn deployment_ids(plans: &[DeploymentPlan], app: &PathId) -> Vec<String> {
+    plans
+        .iter()
+        .filter(|p| p.touches(app))
+        .map(|p| p.id.clone())
+        .collect()
+}

@@ -1,0 +1,372 @@
+//! Leader election: campaign for the store's lease, keep renewing it, and run a [`LeaderActor`]
+//! for exactly as long as the lease is ours.
+//!
+//! A term ends when a renewal says the lease is gone, when renewals keep failing for long enough
+//! that the lease may have expired (we step down *before* it can expire, so two leaders never
+//! act at once), when the persister reports a fenced write, or on abdication.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use stride_core::Timestamp;
+use stride_store::{collections, Candidate, Lease, StateStore};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::leader::{LeaderActor, Sessions};
+use crate::metrics as m;
+use crate::state::{LeaderState, Tuning};
+
+/// What this scheduler is right now.
+#[derive(Clone)]
+pub enum Role {
+    Follower,
+    Leader { addr: Addr<LeaderActor>, epoch: u64 },
+}
+
+/// Timing of the lease.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub campaign_interval: Duration,
+}
+
+struct Term {
+    lease: Lease,
+    last_renewed: Instant,
+    leader: Option<Addr<LeaderActor>>,
+    renewing: bool,
+}
+
+pub struct Elector {
+    store: Arc<dyn StateStore>,
+    candidate: Candidate,
+    timing: Timing,
+    tuning: Tuning,
+    role: watch::Sender<Role>,
+    term: Option<Term>,
+    acquiring: bool,
+    /// No campaigning before this (after abdicating, to let another scheduler win).
+    hold_off_until: Option<Instant>,
+}
+
+impl Elector {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        candidate: Candidate,
+        timing: Timing,
+        tuning: Tuning,
+        role: watch::Sender<Role>,
+    ) -> Self {
+        Self {
+            store,
+            candidate,
+            timing,
+            tuning,
+            role,
+            term: None,
+            acquiring: false,
+            hold_off_until: None,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        match &mut self.term {
+            Some(term) => {
+                // Step down while the lease is surely still ours if renewals keep failing.
+                let margin = self.timing.lease_ttl / 4;
+                if term.last_renewed.elapsed() + margin >= self.timing.lease_ttl {
+                    warn!(
+                        epoch = term.lease.epoch(),
+                        "could not renew the lease in time; stepping down"
+                    );
+                    self.step_down(false);
+                    return;
+                }
+                if term.renewing || term.last_renewed.elapsed() < self.timing.renew_interval {
+                    return;
+                }
+                term.renewing = true;
+                let store = self.store.clone();
+                let lease = term.lease.clone();
+                let ttl = self.timing.lease_ttl;
+                let started = Instant::now();
+                ctx.spawn(
+                    async move { store.renew(&lease, ttl).await }
+                        .into_actor(self)
+                        .map(move |result, act, _| {
+                            let Some(term) = act.term.as_mut() else {
+                                return;
+                            };
+                            term.renewing = false;
+                            match result {
+                                Ok(true) => term.last_renewed = started,
+                                Ok(false) => {
+                                    warn!(
+                                        epoch = term.lease.epoch(),
+                                        "the lease was taken; stepping down"
+                                    );
+                                    act.step_down(false);
+                                }
+                                Err(e) => warn!(error = %e, "lease renewal failed"),
+                            }
+                        }),
+                );
+            }
+            None => {
+                if self.acquiring || self.hold_off_until.is_some_and(|t| Instant::now() < t) {
+                    return;
+                }
+                self.acquiring = true;
+                let store = self.store.clone();
+                let candidate = self.candidate.clone();
+                let ttl = self.timing.lease_ttl;
+                let started = Instant::now();
+                ctx.spawn(
+                    async move { store.try_acquire(&candidate, ttl).await }
+                        .into_actor(self)
+                        .map(move |result, act, ctx| {
+                            act.acquiring = false;
+                            match result {
+                                Ok(Some(lease)) => act.elected(lease, started, ctx),
+                                Ok(None) => {}
+                                Err(e) => warn!(error = %e, "cannot reach the store to campaign"),
+                            }
+                        }),
+                );
+            }
+        }
+    }
+
+    fn elected(&mut self, lease: Lease, acquired_at: Instant, ctx: &mut Context<Self>) {
+        info!(epoch = lease.epoch(), id = %self.candidate.scheduler_id, "elected; loading state");
+        metrics::counter!(m::ELECTIONS_WON).increment(1);
+        self.term = Some(Term {
+            lease: lease.clone(),
+            last_renewed: acquired_at,
+            leader: None,
+            renewing: false,
+        });
+        let store = self.store.clone();
+        let tuning = self.tuning.clone();
+        let loading = Instant::now();
+        ctx.spawn(
+            async move { load_state(store.as_ref(), tuning).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let still_ours = act.term.as_ref().is_some_and(|t| t.lease == lease);
+                    if !still_ours {
+                        return;
+                    }
+                    match result {
+                        Ok(state) => {
+                            info!(
+                                epoch = lease.epoch(),
+                                took_ms = loading.elapsed().as_millis() as u64,
+                                "state loaded"
+                            );
+                            let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel();
+                            let sessions: Sessions = Default::default();
+                            let leader = LeaderActor::new(
+                                state,
+                                lease.clone(),
+                                act.store.clone(),
+                                sessions,
+                                fenced_tx,
+                            )
+                            .start();
+                            if let Some(t) = act.term.as_mut() {
+                                t.leader = Some(leader.clone());
+                            }
+                            let epoch = lease.epoch();
+                            let _ = act.role.send(Role::Leader {
+                                addr: leader,
+                                epoch,
+                            });
+                            metrics::gauge!(m::LEADER).set(1.0);
+                            ctx.spawn(async move { fenced_rx.recv().await }.into_actor(act).map(
+                                move |got, act, _| {
+                                    if got.is_some()
+                                        && act
+                                            .term
+                                            .as_ref()
+                                            .is_some_and(|t| t.lease.epoch() == epoch)
+                                    {
+                                        act.step_down(false);
+                                    }
+                                },
+                            ));
+                        }
+                        Err(e) => {
+                            error!(error = %e, "could not load state; giving up leadership");
+                            act.step_down(true);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Ends the term. With `release`, the lease is given back at once so a standby can take
+    /// over without waiting for it to expire.
+    fn step_down(&mut self, release: bool) {
+        let Some(term) = self.term.take() else { return };
+        if let Some(leader) = term.leader {
+            // Stop synchronously from the leader's point of view: no message after this one.
+            leader.do_send(StopLeader);
+        }
+        let _ = self.role.send(Role::Follower);
+        metrics::gauge!(m::LEADER).set(0.0);
+        if release {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.release(&term.lease).await {
+                    warn!(error = %e, "could not release the lease; it expires on its own");
+                }
+            });
+        }
+    }
+}
+
+impl Actor for Elector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics::gauge!(m::LEADER).set(0.0);
+        let every = self
+            .timing
+            .campaign_interval
+            .min(self.timing.renew_interval / 2);
+        ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        self.tick(ctx);
+    }
+}
+
+/// Tells a leader its term is over.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopLeader;
+
+impl Handler<StopLeader> for LeaderActor {
+    type Result = ();
+    fn handle(&mut self, _: StopLeader, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Give up leadership; campaign again only after a while, so another scheduler wins.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Abdicate;
+
+impl Handler<Abdicate> for Elector {
+    type Result = bool;
+    fn handle(&mut self, _: Abdicate, _: &mut Context<Self>) -> bool {
+        if self.term.is_none() {
+            return false;
+        }
+        info!("abdicating");
+        self.hold_off_until = Some(Instant::now() + self.timing.lease_ttl * 3);
+        self.step_down(true);
+        true
+    }
+}
+
+/// Step down and release the lease (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resign;
+
+impl Handler<Resign> for Elector {
+    type Result = ();
+    fn handle(&mut self, _: Resign, ctx: &mut Context<Self>) {
+        self.hold_off_until = Some(Instant::now() + Duration::from_secs(3600));
+        if let Some(term) = self.term.take() {
+            if let Some(leader) = term.leader {
+                leader.do_send(StopLeader);
+            }
+            let _ = self.role.send(Role::Follower);
+            let store = self.store.clone();
+            ctx.wait(
+                async move {
+                    let _ = store.release(&term.lease).await;
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("store: {0}")]
+    Store(#[from] stride_store::StoreError),
+    #[error("stored {what} {key} is unreadable: {error}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        error: String,
+    },
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, LoadError> {
+    serde_json::from_slice(bytes).map_err(|e| LoadError::Corrupt {
+        what,
+        key: key.to_string(),
+        error: e.to_string(),
+    })
+}
+
+async fn manifest_versions(
+    store: &dyn StateStore,
+    group: &str,
+) -> Result<Vec<Timestamp>, LoadError> {
+    let mut versions: Vec<Timestamp> = store
+        .keys(&collections::group_versions(group))
+        .await?
+        .iter()
+        .filter_map(|v| Timestamp::parse(v).ok())
+        .collect();
+    versions.sort();
+    Ok(versions)
+}
+
+/// Reads everything a new leader needs.
+pub async fn load_state(store: &dyn StateStore, tuning: Tuning) -> Result<LeaderState, LoadError> {
+    let mut state = LeaderState::new(tuning, Timestamp::now());
+    for (key, bytes) in store.get_all(collections::APPS).await? {
+        let app: stride_core::App = decode("app", &key, &bytes)?;
+        let mut versions: Vec<Timestamp> = store
+            .keys(&collections::app_versions(&key))
+            .await?
+            .iter()
+            .filter_map(|v| Timestamp::parse(v).ok())
+            .collect();
+        versions.sort();
+        state.load_app(app, versions);
+    }
+    for (key, bytes) in store.get_all(collections::GROUPS).await? {
+        let meta: stride_core::group::GroupMeta = decode("group", &key, &bytes)?;
+        let versions = manifest_versions(store, &key).await?;
+        state.load_group(meta, versions);
+    }
+    state.load_root_versions(manifest_versions(store, "/").await?);
+    for (key, bytes) in store.get_all(collections::INSTANCES).await? {
+        state.load_instance(decode("instance", &key, &bytes)?);
+    }
+    for (key, bytes) in store.get_all(collections::DEPLOYMENTS).await? {
+        state.load_deployment(decode("deployment", &key, &bytes)?);
+    }
+    for (key, bytes) in store.get_all(collections::TASK_FAILURES).await? {
+        state.load_task_failure(
+            stride_core::PathId::parse(&key),
+            decode("task failure", &key, &bytes)?,
+        );
+    }
+    Ok(state)
+}

@@ -1,0 +1,181 @@
+//! The behaviour every [`StateStore`] must have, as one suite that each implementation's tests
+//! run against a fresh store.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{Batch, Candidate, StateStore, StoreError};
+
+fn candidate(id: &str) -> Candidate {
+    Candidate {
+        scheduler_id: id.to_string(),
+        grpc_address: format!("127.0.0.1:{}", id.len()),
+        http_address: String::new(),
+    }
+}
+
+/// Runs every check against `store`, which must be empty. Panics on the first failure.
+pub async fn run_all<S: StateStore>(store: &S) {
+    collections(store).await;
+    lease_is_exclusive_and_epochs_grow(store).await;
+    fenced_writes_change_nothing(store).await;
+    events_are_ordered_and_resumable(store).await;
+}
+
+async fn collections<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("c"), Duration::from_secs(5))
+        .await
+        .expect("store reachable")
+        .expect("free lease");
+    let mut b = Batch::new();
+    b.put("things", "a", Bytes::from_static(b"1"))
+        .put("things", "b", Bytes::from_static(b"2"))
+        .put("other", "x", Bytes::from_static(b"9"));
+    store.commit(&lease, b).await.expect("commit");
+    assert_eq!(
+        store.get("things", "a").await.expect("get"),
+        Some(Bytes::from_static(b"1"))
+    );
+    let mut all = store.get_all("things").await.expect("get_all");
+    all.sort();
+    assert_eq!(all.len(), 2);
+    let mut b = Batch::new();
+    b.delete("things", "a").drop_collection("other");
+    store.commit(&lease, b).await.expect("commit");
+    assert_eq!(store.get("things", "a").await.expect("get"), None);
+    assert!(store.get_all("other").await.expect("get_all").is_empty());
+    assert_eq!(
+        store.keys("things").await.expect("keys"),
+        vec!["b".to_string()]
+    );
+    store
+        .put_unfenced("members", "m1", Bytes::from_static(b"up"))
+        .await
+        .expect("put");
+    assert!(store.get("members", "m1").await.expect("get").is_some());
+    store
+        .delete_unfenced("members", "m1")
+        .await
+        .expect("delete");
+    assert!(store.get("members", "m1").await.expect("get").is_none());
+    store.release(&lease).await.expect("release");
+}
+
+async fn lease_is_exclusive_and_epochs_grow<S: StateStore>(store: &S) {
+    let ttl = Duration::from_millis(400);
+    let a = store
+        .try_acquire(&candidate("a"), ttl)
+        .await
+        .expect("reachable")
+        .expect("free");
+    assert!(store
+        .try_acquire(&candidate("b"), ttl)
+        .await
+        .expect("reachable")
+        .is_none());
+    assert_eq!(
+        store
+            .leader()
+            .await
+            .expect("leader")
+            .map(|l| l.scheduler_id),
+        Some("a".into())
+    );
+    assert!(store.renew(&a, ttl).await.expect("renew"));
+    store.release(&a).await.expect("release");
+    assert!(store.leader().await.expect("leader").is_none());
+    let b = store
+        .try_acquire(&candidate("b"), ttl)
+        .await
+        .expect("reachable")
+        .expect("free after release");
+    assert!(b.epoch() > a.epoch(), "epoch must grow at every election");
+    assert!(
+        !store.renew(&a, ttl).await.expect("renew"),
+        "a released lease cannot be renewed"
+    );
+    // Expiry frees the lease.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(store.leader().await.expect("leader").is_none());
+    assert!(
+        !store.renew(&b, ttl).await.expect("renew"),
+        "an expired lease cannot be renewed"
+    );
+}
+
+async fn fenced_writes_change_nothing<S: StateStore>(store: &S) {
+    let ttl = Duration::from_millis(300);
+    let old = store
+        .try_acquire(&candidate("old"), ttl)
+        .await
+        .expect("reachable")
+        .expect("free");
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let new = store
+        .try_acquire(&candidate("new"), Duration::from_secs(5))
+        .await
+        .expect("reachable")
+        .expect("expired");
+    let mut b = Batch::new();
+    b.put("fenced", "k", Bytes::from_static(b"old"))
+        .event(Bytes::from_static(b"{\"old\":true}"));
+    let before = store.last_event_id().await.expect("last id");
+    match store.commit(&old, b).await {
+        Err(StoreError::Fenced) => {}
+        other => panic!("a deposed leader's write must be fenced, got {other:?}"),
+    }
+    assert_eq!(store.get("fenced", "k").await.expect("get"), None);
+    assert_eq!(
+        store.last_event_id().await.expect("last id"),
+        before,
+        "no event from a fenced batch"
+    );
+    let mut b = Batch::new();
+    b.put("fenced", "k", Bytes::from_static(b"new"));
+    store
+        .commit(&new, b)
+        .await
+        .expect("the current leader writes");
+    assert_eq!(
+        store.get("fenced", "k").await.expect("get"),
+        Some(Bytes::from_static(b"new"))
+    );
+    store.release(&new).await.expect("release");
+}
+
+async fn events_are_ordered_and_resumable<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("ev"), Duration::from_secs(5))
+        .await
+        .expect("reachable")
+        .expect("free");
+    let start = store.last_event_id().await.expect("last id");
+    let mut b = Batch::new();
+    for n in 0..5 {
+        b.event(Bytes::from(format!("{{\"n\":{n}}}")));
+    }
+    store.commit(&lease, b).await.expect("commit");
+    let got = store
+        .read_events(Some(&start), 3, Duration::from_millis(10))
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].body, Bytes::from_static(b"{\"n\":0}"));
+    let rest = store
+        .read_events(Some(&got[2].id), 100, Duration::from_millis(10))
+        .await
+        .expect("read");
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].body, Bytes::from_static(b"{\"n\":4}"));
+    assert!(crate::event_id_cmp(&got[0].id, &rest[0].id).is_lt());
+    assert_eq!(store.last_event_id().await.expect("last id"), rest[1].id);
+    // Nothing new: a blocking read returns empty at its deadline.
+    let none = store
+        .read_events(Some(&rest[1].id), 10, Duration::from_millis(100))
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    store.release(&lease).await.expect("release");
+}
