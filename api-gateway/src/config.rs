@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use stride_core::layers::{env_layer, merge};
 use stride_telemetry::TelemetryConfig;
 
 /// Prefix of the environment variables that configure the gateway.
@@ -123,7 +124,7 @@ impl Config {
             merge(&mut merged, layer);
             Self::check(&merged, &path.display().to_string())?;
         }
-        let env_layer = env_layer(env);
+        let env_layer = env_layer(env, ENV_PREFIX);
         if !env_layer.as_object().is_some_and(Map::is_empty) {
             merge(&mut merged, env_layer);
             Self::check(&merged, "environment")?;
@@ -139,115 +140,8 @@ impl Config {
     }
 }
 
-/// Deep-merges `layer` into `base`: objects field by field, anything else replaced.
-fn merge(base: &mut Value, layer: Value) {
-    match (base, layer) {
-        (Value::Object(b), Value::Object(l)) => {
-            for (k, v) in l {
-                match b.get_mut(&k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, l) => *b = l,
-    }
-}
-
-/// `STRIDE_API_GATEWAY_EVENT_BUFFER=64` → `{"event_buffer": 64}`;
-/// `STRIDE_API_GATEWAY_TELEMETRY__STATSD=h:1` → `{"telemetry": {"statsd": "h:1"}}`.
-/// Values that parse as JSON numbers or booleans are taken as such, anything else as a string.
-fn env_layer(env: &HashMap<String, String>) -> Value {
-    let mut root = Map::new();
-    for (key, raw) in env {
-        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let value = match serde_json::from_str::<Value>(raw) {
-            Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
-            _ => Value::String(raw.clone()),
-        };
-        let mut node = &mut root;
-        for (i, seg) in path.iter().enumerate() {
-            if i + 1 == path.len() {
-                node.insert(seg.clone(), value.clone());
-            } else {
-                let entry = node
-                    .entry(seg.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !entry.is_object() {
-                    *entry = Value::Object(Map::new());
-                }
-                match entry {
-                    Value::Object(m) => node = m,
-                    _ => break,
-                }
-            }
-        }
-    }
-    Value::Object(root)
-}
-
 /// Durations as `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
-pub mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn parse(raw: &str) -> Result<Duration, String> {
-        let raw = raw.trim();
-        let split = raw
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(raw.len());
-        let (num, unit) = raw.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 10s or 500ms"))?;
-        let secs = match unit.trim() {
-            "ms" => n / 1000.0,
-            "" | "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            other => {
-                return Err(format!(
-                    "invalid duration unit {other:?} in {raw:?}: use ms, s, m or h"
-                ))
-            }
-        };
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("invalid duration {raw:?}"));
-        }
-        Ok(Duration::from_secs_f64(secs))
-    }
-
-    pub fn format(d: Duration) -> String {
-        if d.subsec_millis() != 0 || d.is_zero() {
-            format!("{}ms", d.as_millis())
-        } else {
-            format!("{}s", d.as_secs())
-        }
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Seconds(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
-            Raw::Seconds(s) => parse(&s.to_string()).map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use stride_core::duration::text as duration_str;
 
 #[cfg(test)]
 mod tests {

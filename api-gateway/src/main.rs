@@ -21,9 +21,11 @@ struct Args {
     /// Address to listen on [default: 0.0.0.0:8080; env STRIDE_API_GATEWAY_LISTEN].
     #[arg(long)]
     listen: Option<String>,
-    /// Redis URL of the state store.
-    #[arg(long, env = "STRIDE_REDIS", default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    /// Redis URL of the state store: `redis://[user:password@]host:port/db`, `rediss://` for
+    /// TLS, or `redis+sentinel://host:26379,host:26379/<master-name>` (docs/operations.md)
+    /// [default: redis://127.0.0.1:6379/; env STRIDE_REDIS_URL, or the older STRIDE_REDIS].
+    #[arg(long, env = "STRIDE_REDIS_URL")]
+    redis: Option<String>,
     /// Prefix of every Redis key.
     #[arg(long, env = "STRIDE_REDIS_PREFIX", default_value = "stride")]
     redis_prefix: String,
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         return run_command(command);
     }
     let env: HashMap<String, String> = std::env::vars().collect();
+    let redis = stride_store::redis_url(args.redis.clone(), &env);
     let mut config = match Config::load(args.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
@@ -221,9 +224,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let store = RedisStore::connect(&args.redis, &args.redis_prefix)
+        let store = RedisStore::connect(&redis, &args.redis_prefix)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.redis))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to {redis}: {e}"))?;
         let listener = std::net::TcpListener::bind(&config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         stride_api_gateway::run(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stride_core::deployment::DeploymentPlan;
+use stride_core::deployment::{DeploymentPlan, READINESS_RESULTS};
 use stride_core::instance::Instance;
 use stride_core::render::AppStatus;
 use stride_core::{App, PathId, Timestamp};
@@ -66,6 +66,44 @@ pub async fn instances(store: &dyn StateStore) -> Result<Vec<Instance>> {
         .collect())
 }
 
+/// Above this many candidate keys, [`app_instances`] reads the whole collection in one
+/// request rather than one request per instance.
+const ONE_BY_ONE_MAX: usize = 1_000;
+
+/// The instances of one app. Every instance id starts with its app's safe path (in each of
+/// Marathon's id formats), so only the keys with that prefix are read, and each is then checked
+/// against its stored app id: far fewer bytes to move and parse than every instance when the
+/// app is a small part of a large installation.
+pub async fn app_instances(store: &dyn StateStore, app: &PathId) -> Result<Vec<Instance>> {
+    let prefix = app.safe_path();
+    let keys: Vec<String> = store
+        .keys(collections::INSTANCES)
+        .await?
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect();
+    let candidates: Vec<(String, Instance)> = if keys.len() > ONE_BY_ONE_MAX {
+        read_all(store, collections::INSTANCES).await?
+    } else {
+        let values = futures::future::try_join_all(
+            keys.iter().map(|k| store.get(collections::INSTANCES, k)),
+        )
+        .await?;
+        keys.into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| {
+                let i = parse_entry(collections::INSTANCES, &k, &v?)?;
+                Some((k, i))
+            })
+            .collect()
+    };
+    Ok(candidates
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i: &Instance| i.app_id == *app)
+        .collect())
+}
+
 pub async fn deployments(store: &dyn StateStore) -> Result<Vec<DeploymentPlan>> {
     let mut plans: Vec<DeploymentPlan> = read_all(store, collections::DEPLOYMENTS)
         .await?
@@ -74,6 +112,31 @@ pub async fn deployments(store: &dyn StateStore) -> Result<Vec<DeploymentPlan>> 
         .collect();
     plans.sort_by(|a, b| a.version.cmp(&b.version).then_with(|| a.id.cmp(&b.id)));
     Ok(plans)
+}
+
+/// A readiness result as the leader stores it for `/v2/deployments`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredReadiness {
+    app_id: String,
+    app_version: Timestamp,
+    result: Value,
+}
+
+/// The stored readiness results by app: (app version, `readinessCheckResults` entry), ordered
+/// by instance.
+pub async fn readiness_results(
+    store: &dyn StateStore,
+) -> Result<HashMap<PathId, Vec<(Timestamp, Value)>>> {
+    let mut stored = read_all::<StoredReadiness>(store, READINESS_RESULTS).await?;
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: HashMap<PathId, Vec<(Timestamp, Value)>> = HashMap::new();
+    for (_, r) in stored {
+        out.entry(PathId::parse(&r.app_id))
+            .or_default()
+            .push((r.app_version, r.result));
+    }
+    Ok(out)
 }
 
 /// Last task failure per app id.

@@ -1,4 +1,8 @@
-//! Temporary: times single calls of the scheduler's hot functions in-process.
+//! Times single calls of the leader's hot functions in-process, without a stack: offer
+//! matching of one app × 100 over a fleet (with and without UNIQUE + GROUP_BY), and one
+//! `LeaderState::deploy` beside 1,000 and 10,000 apps.
+//!
+//!     cargo run --release -p stride-bench --example micro -- [agents, default 1000]
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 

@@ -53,6 +53,10 @@ struct Args {
     /// Also write the JSON results here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Skip the Docker Swarm reference of `containers` (it needs `docker swarm init` on an
+    /// engine in no swarm, which other users of the engine would see while it runs).
+    #[arg(long, global = true)]
+    no_swarm: bool,
     /// Also write the Markdown table here.
     #[arg(long, global = true)]
     markdown: Option<PathBuf>,
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
         bins: cluster::Binaries { dir: bin_dir },
         sizes,
         exe,
+        swarm: !args.no_swarm,
     };
     let chosen: Vec<Cmd> = if args.command == Cmd::All {
         SCENARIOS

@@ -53,6 +53,12 @@ impl Action {
     }
 }
 
+/// Store collection of the readiness-check results of instances of apps under deployment:
+/// instance id → `{"appId", "appVersion", "result"}`, `result` being one entry of a current
+/// action's `readinessCheckResults` (reference §5.6). The scheduler leader writes it; the gateway
+/// shows it in `GET /v2/deployments`.
+pub const READINESS_RESULTS: &str = "readiness-results";
+
 /// A plan with where it has got to. Stored while it runs, removed when done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentPlan {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod group;
 pub mod instance;
+pub mod layers;
 pub mod matching;
 pub mod num;
 pub mod parse;

@@ -3,9 +3,12 @@
 //! (an instance's status or condition, an app's deployment), so only that is read again.
 //!
 //! The event id is taken *before* a full read, so nothing written meanwhile is missed; an event
-//! seen twice only causes a harmless re-read.
+//! seen twice only causes a harmless re-read. Every read has a deadline: one that passes counts
+//! as a failed read (everything is read again shortly), so a store that stops answering never
+//! holds this loop.
 
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,24 @@ use crate::tracker::Update;
 
 /// Above this many changed instances in one go, read them all rather than one by one.
 const MANY: usize = 256;
+/// The longest one read of the store may take (a full read of a large cluster included).
+const READ_DEADLINE: Duration = Duration::from_secs(20);
+/// How long the event stream blocks waiting for news.
+const EVENTS_BLOCK: Duration = Duration::from_millis(500);
+/// How long an event read may take beyond its blocking time.
+const EVENTS_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `read`, or a failure once `limit` has passed without an answer.
+async fn within<T>(
+    limit: Duration,
+    read: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "no answer within {limit:?}"
+        )))
+    })
+}
 
 /// What the events of one read ask to read again.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -165,8 +186,8 @@ pub async fn run(
         }
         let step: Result<(), StoreError> = async {
             if cursor.is_none() || last_full.elapsed() >= resync {
-                let id = store.last_event_id().await?;
-                let update = full(store.as_ref()).await?;
+                let id = within(READ_DEADLINE, store.last_event_id()).await?;
+                let update = within(READ_DEADLINE, full(store.as_ref())).await?;
                 known.note(&update);
                 if updates.send(update).await.is_err() {
                     return Ok(());
@@ -176,7 +197,10 @@ pub async fn run(
             }
             let after = cursor.clone();
             let events = tokio::select! {
-                r = store.read_events(after.as_deref(), 2_000, Duration::from_millis(500)) => r?,
+                r = within(
+                    EVENTS_BLOCK + EVENTS_DEADLINE,
+                    store.read_events(after.as_deref(), 2_000, EVENTS_BLOCK),
+                ) => r?,
                 _ = stop.wait_for(|s| *s) => return Ok(()),
             };
             let mut dirty = Dirty::default();
@@ -192,14 +216,14 @@ pub async fn run(
                     apps = dirty.apps,
                     "re-reading"
                 );
-                let mut list = changed(store.as_ref(), dirty).await?;
+                let mut list = within(READ_DEADLINE, changed(store.as_ref(), dirty)).await?;
                 if list.iter().any(|u| known.misses(u)) {
-                    list.insert(
-                        0,
-                        Update::Agents(
-                            read_all::<AgentRecord>(store.as_ref(), collections::AGENTS).await?,
-                        ),
-                    );
+                    let agents = within(
+                        READ_DEADLINE,
+                        read_all::<AgentRecord>(store.as_ref(), collections::AGENTS),
+                    )
+                    .await?;
+                    list.insert(0, Update::Agents(agents));
                 }
                 for u in list {
                     known.note(&u);

@@ -18,6 +18,11 @@
 //! then running within `min(interval, 1 s)`. The leader applies the same function to accept each
 //! check's results only from its owner, so a rebalance never counts one failure twice.
 //!
+//! A replica whose heartbeat the store has not confirmed within its lease (2 s) owns nothing and
+//! reports nothing until it has registered again, under a new registration; results carry the
+//! registration they were produced under, so what it found while cut off is dropped, here and
+//! by the leader. Every store and scheduler call has a deadline.
+//!
 //! What is checked follows stored state ([`follow`], [`targets`]); the schedule is a plain state
 //! machine ([`tracker`]); checks are hand-written HTTP/1.1 GETs and TCP connects over tokio, or
 //! COMMAND checks run by the task's agent ([`probe`]); results go out in batches ([`report`]).
@@ -29,6 +34,7 @@ use std::time::Duration;
 
 use stride_core::rendezvous::Member;
 use stride_core::Timestamp;
+use stride_proto::tls::MutualTls;
 use stride_proto::v1::{HealthResult, HealthVerdict, ReadinessResult};
 use stride_store::StateStore;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -44,9 +50,10 @@ pub mod report;
 pub mod targets;
 pub mod tracker;
 
+use crate::membership::Standing;
 use crate::metrics as m;
 use crate::probe::{Prober, Verdict};
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 use crate::targets::Spec;
 use crate::tracker::{Dispatch, Tracker};
 
@@ -69,6 +76,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Results waiting to be reported; beyond this they are dropped.
     pub queue: usize,
+    /// Mutual TLS towards the scheduler (`HealthReports`) and the agents (`AgentApi`).
+    pub tls: Option<MutualTls>,
 }
 
 impl Config {
@@ -82,6 +91,7 @@ impl Config {
             batch_max: 10_000,
             flush_interval: Duration::from_millis(100),
             queue: 200_000,
+            tls: None,
         }
     }
 }
@@ -95,13 +105,18 @@ pub async fn run(
     m::describe();
     info!(id = %config.replica_id, "health checker starting");
     let (stop_tx, stop) = watch::channel(false);
-    let (members_tx, mut members) = watch::channel(Vec::<String>::new());
+    let (standing_tx, mut standing) = watch::channel(Standing::default());
     let me = Member {
         id: config.replica_id.clone(),
         address: config.advertised_address.clone(),
         heartbeat_at_ms: 0,
     };
-    let membership = tokio::spawn(membership::run(store.clone(), me, members_tx, stop.clone()));
+    let membership = tokio::spawn(membership::run(
+        store.clone(),
+        me,
+        standing_tx,
+        stop.clone(),
+    ));
     let (updates_tx, mut updates) = mpsc::channel(64);
     let follower = tokio::spawn(follow::run(
         store.clone(),
@@ -117,30 +132,34 @@ pub async fn run(
             schedulers: config.schedulers.clone(),
             batch_max: config.batch_max,
             flush_interval: config.flush_interval,
-            call_timeout: Duration::from_secs(10),
+            call_timeout: report::CALL_TIMEOUT,
+            tls: config.tls.clone(),
         },
         results,
+        standing.clone(),
         stop.clone(),
     ));
     let runner = Runner {
-        prober: Arc::new(Prober::new()),
+        prober: Arc::new(Prober::with_tls(config.tls.clone())),
         permits: Arc::new(Semaphore::new(config.max_concurrent_checks.max(1))),
         results: results_tx,
     };
     let mut tracker = Tracker::new(config.replica_id.clone());
     let mut owned_shown = usize::MAX;
+    // The registration checks are dispatched under, and until when it holds.
+    let mut registration: Option<i64> = None;
+    let mut lease_ends: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let wake = tracker
             .next_due()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake = lease_ends.map_or(wake, |l| wake.min(l));
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            changed = members.changed() => {
+            changed = standing.changed() => {
                 if changed.is_err() { break }
-                let live = members.borrow_and_update().clone();
-                tracker.set_members(live, Instant::now(), Timestamp::now());
             }
             update = updates.recv() => match update {
                 Some(u) => tracker.apply(u, Instant::now(), Timestamp::now()),
@@ -148,8 +167,21 @@ pub async fn run(
             },
             _ = tokio::time::sleep_until(wake) => {}
         }
-        for d in tracker.due(Instant::now()) {
-            runner.start(d);
+        let now = Instant::now();
+        let (members, current) = {
+            let s = standing.borrow_and_update();
+            lease_ends = s.until.filter(|u| now < *u);
+            (s.members_at(now), s.registration_at(now))
+        };
+        if current != registration && current.is_none() {
+            info!("membership lapsed: dropping every check until registered again");
+        }
+        registration = current;
+        tracker.set_members(members, now, Timestamp::now());
+        if let Some(r) = registration {
+            for d in tracker.due(now) {
+                runner.start(d, r);
+            }
         }
         if tracker.owned() != owned_shown {
             owned_shown = tracker.owned();
@@ -168,11 +200,12 @@ pub async fn run(
 struct Runner {
     prober: Arc<Prober>,
     permits: Arc<Semaphore>,
-    results: mpsc::Sender<Report>,
+    results: mpsc::Sender<Outcome>,
 }
 
 impl Runner {
-    fn start(&self, d: Dispatch) {
+    /// Runs `d` in the background; its result is reported under `registration`.
+    fn start(&self, d: Dispatch, registration: i64) {
         let prober = self.prober.clone();
         let permits = self.permits.clone();
         let results = self.results.clone();
@@ -184,7 +217,13 @@ impl Runner {
             // Boxed once running: a check waiting for a permit stays a few hundred bytes.
             let report = Box::pin(run_check(&prober, &d)).await;
             d.busy.store(false, Ordering::Release);
-            if results.try_send(report).is_err() {
+            if results
+                .try_send(Outcome {
+                    registration,
+                    report,
+                })
+                .is_err()
+            {
                 ::metrics::counter!(m::RESULTS_DROPPED).increment(1);
             }
         });
@@ -196,6 +235,7 @@ pub async fn run_check(prober: &Prober, d: &Dispatch) -> Report {
     let t = &d.target;
     let protocol = t.spec.protocol();
     let started = Instant::now();
+    let started_at_ms = Timestamp::now().0;
     let (report, failed, kind) = match &t.spec {
         Spec::Health(spec) => {
             let verdict = prober.health(t, spec).await;
@@ -217,6 +257,7 @@ pub async fn run_check(prober: &Prober, d: &Dispatch) -> Report {
                 verdict: v as i32,
                 cause,
                 checked_at_ms: Timestamp::now().0,
+                started_at_ms,
             };
             (Report::Health(r), failed, "health")
         }
@@ -237,6 +278,7 @@ pub async fn run_check(prober: &Prober, d: &Dispatch) -> Report {
                     String::new()
                 },
                 error: r.error,
+                started_at_ms,
             };
             (Report::Readiness(out), failed, "readiness")
         }

@@ -2,6 +2,7 @@
 //! Scale it like any stateless service (`docker compose up --scale health-checker=3`): replicas
 //! find each other in the store and share the checks.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +20,11 @@ use tracing::warn;
     about = "Stride's health checker: one replica of the sharded health and readiness checks"
 )]
 struct Args {
-    /// Redis URL (redis://[user:password@]host:port/db, rediss:// for TLS).
-    #[arg(
-        long,
-        env = "STRIDE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
-    )]
-    redis: String,
+    /// Redis URL (redis://[user:password@]host:port/db, rediss:// for TLS,
+    /// redis+sentinel://host:port,…/master for Sentinel)
+    /// [default: redis://127.0.0.1:6379/; env STRIDE_REDIS_URL, or the older STRIDE_REDIS].
+    #[arg(long, env = "STRIDE_REDIS_URL")]
+    redis: Option<String>,
     /// Prefix of every Redis key.
     #[arg(long, env = "STRIDE_REDIS_PREFIX", default_value = "stride")]
     redis_prefix: String,
@@ -60,6 +59,16 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "STRIDE_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// PEM CA of the cluster; with --tls-cert and --tls-key, mutual TLS to the schedulers
+    /// (reports) and to the agents' APIs (COMMAND checks).
+    #[arg(long, env = "STRIDE_HEALTH_CHECKER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// PEM certificate of this replica, signed by --tls-ca.
+    #[arg(long, env = "STRIDE_HEALTH_CHECKER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STRIDE_HEALTH_CHECKER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 fn fail(message: String) -> ExitCode {
@@ -72,6 +81,14 @@ fn main() -> ExitCode {
     let (resync, flush) = match (parse_duration(&args.resync), parse_duration(&args.flush)) {
         (Ok(r), Ok(f)) => (r, f),
         (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let tls = match stride_proto::tls::MutualTls::from_paths(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
     };
     let log_format = match args.log_format.as_str() {
         "text" => LogFormat::Text,
@@ -110,6 +127,7 @@ fn main() -> ExitCode {
         config.resync_interval = resync;
         config.max_concurrent_checks = args.max_concurrent;
         config.flush_interval = flush;
+        config.tls = tls;
         match &args.metrics_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -122,9 +140,10 @@ fn main() -> ExitCode {
             None => config.advertised_address = args.advertise,
         }
         tokio::spawn(upkeep(metrics));
-        let store = stride_store::RedisStore::connect(&args.redis, &args.redis_prefix)
+        let redis = stride_store::redis_url(args.redis.clone(), &std::env::vars().collect());
+        let store = stride_store::RedisStore::connect(&redis, &args.redis_prefix)
             .await
-            .map_err(|e| format!("cannot connect to Redis at {}: {e}", args.redis))?;
+            .map_err(|e| format!("cannot connect to Redis at {redis}: {e}"))?;
         stride_health_checker::run(config, Arc::new(store), shutdown_signal()).await;
         Ok::<(), String>(())
     });

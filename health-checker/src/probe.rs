@@ -1,6 +1,7 @@
 //! Running one check: a hand-written HTTP/1.1 GET over `tokio::net::TcpStream` (through rustls
 //! for HTTPS, certificates not verified, as Marathon), a TCP connect, or a COMMAND check run by
-//! the task's agent over its gRPC API. One new connection per check, as Marathon does.
+//! the task's agent over its gRPC API (with the replica's client certificate when the cluster
+//! uses mutual TLS). One new connection per check, as Marathon does.
 //!
 //! Verdicts follow reference §7.2: 200–399 is healthy; a 1xx is ignored with `ignoreHttp1xx`;
 //! anything else, a timeout or a connection error is unhealthy, the cause being the status line
@@ -11,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use stride_proto::tls::{grpc_url, MutualTls};
 use stride_proto::v1::agent_api_client::AgentApiClient;
 use stride_proto::v1::CommandCheckRequest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,6 +52,8 @@ pub struct Prober {
     agents: Mutex<HashMap<String, AgentApiClient<Channel>>>,
     /// Host names resolved recently (IP literals skip this).
     dns: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+    /// Mutual TLS towards the agents' APIs, when the cluster uses it.
+    agent_tls: Option<MutualTls>,
 }
 
 /// How long a resolved host name is reused (the JVM's default DNS cache, which Marathon had).
@@ -65,10 +69,17 @@ impl Default for Prober {
 
 impl Prober {
     pub fn new() -> Self {
+        Self::with_tls(None)
+    }
+
+    /// A prober that dials the agents' APIs (COMMAND checks) over mutual TLS when `agent_tls`
+    /// is given. HTTPS checks of tasks are unaffected: they never verify certificates.
+    pub fn with_tls(agent_tls: Option<MutualTls>) -> Self {
         Self {
             tls: TlsConnector::from(Arc::new(insecure_tls_config())),
             agents: Mutex::new(HashMap::new()),
             dns: Mutex::new(HashMap::new()),
+            agent_tls,
         }
     }
 
@@ -237,8 +248,12 @@ impl Prober {
             timeout_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
         });
         // The agent enforces the check's timeout; this only bounds a silent agent.
-        request.set_timeout(limit + Duration::from_secs(5));
-        match client.run_command_check(request).await {
+        let bound = limit + Duration::from_secs(5);
+        request.set_timeout(bound);
+        let answer = timeout(bound, client.run_command_check(request))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+        match answer {
             Ok(r) => {
                 let r = r.into_inner();
                 if r.healthy {
@@ -262,10 +277,15 @@ impl Prober {
         if let Some(c) = agents.get(api) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{api}"))
+        let mut endpoint = Endpoint::from_shared(grpc_url(api, self.agent_tls.is_some()))
             .map_err(|e| format!("invalid agent API address {api:?}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.agent_tls {
+            endpoint = endpoint
+                .tls_config(tls.client())
+                .map_err(|e| format!("cannot set up TLS to agent {api}: {e}"))?;
+        }
         let client = AgentApiClient::new(endpoint.connect_lazy());
         agents.insert(api.to_string(), client.clone());
         Ok(client)

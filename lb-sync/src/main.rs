@@ -18,9 +18,11 @@ use stride_telemetry::LogFormat;
     about = "Publishes Stride's healthy instances to HAProxy (marathon-lb compatible) and DNS (Mesos-DNS names)"
 )]
 struct Args {
-    /// Redis URL of the state store.
-    #[arg(long, env = "STRIDE_REDIS", default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    /// Redis URL of the state store: `redis://[user:password@]host:port/db`, `rediss://` for
+    /// TLS, or `redis+sentinel://host:26379,host:26379/<master-name>` (docs/operations.md)
+    /// [default: redis://127.0.0.1:6379/; env STRIDE_REDIS_URL, or the older STRIDE_REDIS].
+    #[arg(long, env = "STRIDE_REDIS_URL")]
+    redis: Option<String>,
     /// Prefix of every Redis key.
     #[arg(long, env = "STRIDE_REDIS_PREFIX", default_value = "stride")]
     redis_prefix: String,
@@ -50,6 +52,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
+    let redis = stride_store::redis_url(args.redis.clone(), &env);
     let mut config = match Config::load(args.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
@@ -98,9 +101,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let store = RedisStore::connect(&args.redis, &args.redis_prefix)
+        let store = RedisStore::connect(&redis, &args.redis_prefix)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.redis))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to {redis}: {e}"))?;
         stride_lb_sync::run(config, Arc::new(store), shutdown_signal()).await?;
         anyhow::Ok(())
     });

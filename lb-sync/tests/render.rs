@@ -2,10 +2,10 @@
 //! suite's expected output, for a few label combinations), and accepted by Debian's HAProxy
 //! with every label in use.
 //!
-//! marathon-lb itself cannot run here (it is not on PyPI, and its code is not vendored), so
-//! the comparison is with the expected text of its tests: the frontend and backend names, the
-//! ACLs, and the server lines with their stable ids and cookies. lb-sync's own additions (spare
-//! slots) are left out of the comparison.
+//! The comparison here is with the expected text of marathon-lb's tests: the frontend and
+//! backend names, the ACLs, and the server lines with their stable ids and cookies. lb-sync's
+//! own additions (spare slots) are left out of the comparison. `marathon_lb.rs` covers the
+//! label combinations checked against marathon-lb itself (docs/discovery.md).
 
 mod common;
 

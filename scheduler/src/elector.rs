@@ -35,9 +35,66 @@ pub struct Timing {
 
 struct Term {
     lease: Lease,
-    last_renewed: Instant,
+    renewals: Arc<Renewals>,
     leader: Option<Addr<LeaderActor>>,
-    renewing: bool,
+}
+
+/// What the task that keeps a term's lease alive has seen. The task runs on the runtime's worker
+/// threads, apart from the actors, so a leader busy with a long pass still renews in time;
+/// fencing in the store keeps a leader that lost its lease from writing either way.
+struct Renewals {
+    /// When the last successful renewal started.
+    last: parking_lot::Mutex<Instant>,
+    /// A renewal found the lease held by another term.
+    taken: std::sync::atomic::AtomicBool,
+    /// The term is over: the task stops.
+    over: std::sync::atomic::AtomicBool,
+}
+
+impl Renewals {
+    fn new(acquired_at: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            last: parking_lot::Mutex::new(acquired_at),
+            taken: Default::default(),
+            over: Default::default(),
+        })
+    }
+
+    fn since_last(&self) -> Duration {
+        self.last.lock().elapsed()
+    }
+}
+
+/// Renews `lease` every `timing.renew_interval` until the term is over or the lease is taken.
+async fn keep_lease(
+    store: Arc<dyn StateStore>,
+    lease: Lease,
+    timing: Timing,
+    renewals: Arc<Renewals>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut every = tokio::time::interval(timing.renew_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if renewals.over.load(Ordering::Relaxed) {
+            return;
+        }
+        let started = Instant::now();
+        // A renewal that has not answered within half the lease is worth nothing.
+        match tokio::time::timeout(timing.lease_ttl / 2, store.renew(&lease, timing.lease_ttl))
+            .await
+        {
+            Ok(Ok(true)) => *renewals.last.lock() = started,
+            Ok(Ok(false)) => {
+                renewals.taken.store(true, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(e)) => warn!(error = %e, "lease renewal failed"),
+            Err(_) => warn!("lease renewal timed out"),
+        }
+    }
 }
 
 pub struct Elector {
@@ -75,45 +132,27 @@ impl Elector {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         match &mut self.term {
             Some(term) => {
+                if term
+                    .renewals
+                    .taken
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(
+                        epoch = term.lease.epoch(),
+                        "the lease was taken; stepping down"
+                    );
+                    self.step_down(false);
+                    return;
+                }
                 // Step down while the lease is surely still ours if renewals keep failing.
                 let margin = self.timing.lease_ttl / 4;
-                if term.last_renewed.elapsed() + margin >= self.timing.lease_ttl {
+                if term.renewals.since_last() + margin >= self.timing.lease_ttl {
                     warn!(
                         epoch = term.lease.epoch(),
                         "could not renew the lease in time; stepping down"
                     );
                     self.step_down(false);
-                    return;
                 }
-                if term.renewing || term.last_renewed.elapsed() < self.timing.renew_interval {
-                    return;
-                }
-                term.renewing = true;
-                let store = self.store.clone();
-                let lease = term.lease.clone();
-                let ttl = self.timing.lease_ttl;
-                let started = Instant::now();
-                ctx.spawn(
-                    async move { store.renew(&lease, ttl).await }
-                        .into_actor(self)
-                        .map(move |result, act, _| {
-                            let Some(term) = act.term.as_mut() else {
-                                return;
-                            };
-                            term.renewing = false;
-                            match result {
-                                Ok(true) => term.last_renewed = started,
-                                Ok(false) => {
-                                    warn!(
-                                        epoch = term.lease.epoch(),
-                                        "the lease was taken; stepping down"
-                                    );
-                                    act.step_down(false);
-                                }
-                                Err(e) => warn!(error = %e, "lease renewal failed"),
-                            }
-                        }),
-                );
             }
             None => {
                 if self.acquiring || self.hold_off_until.is_some_and(|t| Instant::now() < t) {
@@ -143,11 +182,17 @@ impl Elector {
     fn elected(&mut self, lease: Lease, acquired_at: Instant, ctx: &mut Context<Self>) {
         info!(epoch = lease.epoch(), id = %self.candidate.scheduler_id, "elected; loading state");
         metrics::counter!(m::ELECTIONS_WON).increment(1);
+        let renewals = Renewals::new(acquired_at);
+        tokio::spawn(keep_lease(
+            self.store.clone(),
+            lease.clone(),
+            self.timing.clone(),
+            renewals.clone(),
+        ));
         self.term = Some(Term {
             lease: lease.clone(),
-            last_renewed: acquired_at,
+            renewals,
             leader: None,
-            renewing: false,
         });
         let store = self.store.clone();
         let tuning = self.tuning.clone();
@@ -212,6 +257,9 @@ impl Elector {
     /// over without waiting for it to expire.
     fn step_down(&mut self, release: bool) {
         let Some(term) = self.term.take() else { return };
+        term.renewals
+            .over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(leader) = term.leader {
             // Stop synchronously from the leader's point of view: no message after this one.
             leader.do_send(StopLeader);
@@ -283,6 +331,9 @@ impl Handler<Resign> for Elector {
     fn handle(&mut self, _: Resign, ctx: &mut Context<Self>) {
         self.hold_off_until = Some(Instant::now() + Duration::from_secs(3600));
         if let Some(term) = self.term.take() {
+            term.renewals
+                .over
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(leader) = term.leader {
                 leader.do_send(StopLeader);
             }

@@ -11,9 +11,22 @@
 //! Each result is accepted only from the replica that owns its (instance, check) by rendezvous
 //! hashing over the live members the leader reads from the store (the function the replicas use
 //! too), and only for the task, version and check it names; the leader then applies Marathon's
-//! rules (reference §7.2) to the instance's record and counts consecutive failures itself. On
-//! top, a failure arriving less than half an interval after the last one counted is dropped: the
-//! moment a check moves between replicas cannot count one failure twice.
+//! rules (reference §7.2) to the instance's record and counts consecutive failures itself.
+//!
+//! Ownership is judged by [`Membership`]: the replica must be live under the registration its
+//! batch names (a replica that lost its membership, say cut off from Redis, registers again under
+//! a new one, so what it found meanwhile is refused), and the check must have started after the
+//! replica became its owner in the leader's view (results from before a rebalance are refused).
+//! The leader keeps the last few views of the members, with when each was first seen, for that.
+//! Start times come from the replicas' clocks and views from the leader's: as with membership
+//! itself, clocks are assumed to agree to well within the 3 s membership TTL. On top, a failure
+//! arriving less than half an interval after the last one counted is dropped: the moment a check
+//! moves between replicas cannot count one failure twice.
+//!
+//! Readiness results (reference §5.6) of apps under deployment are persisted in the store's
+//! [`READINESS_RESULTS`] collection, which the gateway reads for `/v2/deployments`
+//! (`currentActions[].readinessCheckResults`); they are deleted once the app's deployment is over
+//! or the instance is gone, and a new leader deletes those its predecessor left behind.
 //!
 //! Records live in `Instance.health` (one per `healthChecks` entry) and are persisted with the
 //! instance when something the API shows changes; a success that changes nothing refreshes
@@ -24,19 +37,20 @@
 //! failure, 0 meaning the first) and start `delaySeconds` after the task; HTTP, HTTPS and TCP
 //! follow Marathon's (kill at the `(max+1)`-th, 0 meaning never).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::{json, Value};
 use stride_core::app::HealthCheck;
+use stride_core::deployment::READINESS_RESULTS;
 use stride_core::events;
 use stride_core::instance::{Condition, Goal, HealthRecord, InstanceId};
-use stride_core::rendezvous::{check_owner, live_members, CheckSlot, MEMBERS};
+use stride_core::rendezvous::{check_owner, CheckSlot, MEMBERS, MEMBER_TTL_MS};
 use stride_core::{PathId, Timestamp};
 use stride_proto::v1::{self, health_reports_server::HealthReportsServer, HealthVerdict};
-use stride_store::collections;
+use stride_store::{collections, StateStore};
 use tokio::sync::{watch, Mutex};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
@@ -52,6 +66,8 @@ pub const SUCCESS_REFRESH_MS: i64 = 10_000;
 pub const LEADER_METADATA: &str = "x-stride-leader";
 /// How old the leader's view of the live replicas may be.
 const MEMBERS_MAX_AGE: Duration = Duration::from_millis(500);
+/// How long reading the membership records may take.
+const MEMBERS_READ_DEADLINE: Duration = Duration::from_secs(2);
 
 // -------------------------------------------------------------------------------------------
 // Results in domain terms
@@ -74,6 +90,8 @@ pub struct CheckResult {
     pub index: usize,
     pub app_version: Timestamp,
     pub verdict: Verdict,
+    /// When the check started (the replica's clock), if it said.
+    pub started_at: Option<Timestamp>,
 }
 
 /// One readiness-check result.
@@ -88,6 +106,8 @@ pub struct ReadinessReport {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    /// When the check started (the replica's clock), if it said.
+    pub started_at: Option<Timestamp>,
 }
 
 /// What the leader made of a batch.
@@ -100,6 +120,124 @@ pub struct Ack {
 
 /// Health checks announced with `add_health_check_event`, per app and configuration version.
 pub type Registry = BTreeMap<PathId, BTreeMap<Timestamp, Vec<HealthCheck>>>;
+
+// -------------------------------------------------------------------------------------------
+// Who owns which check, and since when
+// -------------------------------------------------------------------------------------------
+
+/// The membership record of a replica as the leader reads it: `stride_core::rendezvous::Member`
+/// and the registration the replica writes beside it.
+#[derive(Debug, serde::Deserialize)]
+struct MemberRecord {
+    id: String,
+    heartbeat_at_ms: i64,
+    #[serde(default)]
+    joined_at_ms: i64,
+}
+
+/// The live replicas among stored membership records, with their registrations.
+pub fn live_registrations<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+    now_ms: i64,
+) -> BTreeMap<String, i64> {
+    records
+        .into_iter()
+        .filter_map(|r| serde_json::from_slice::<MemberRecord>(r).ok())
+        .filter(|m| now_ms - m.heartbeat_at_ms <= MEMBER_TTL_MS)
+        .map(|m| (m.id, m.joined_at_ms))
+        .collect()
+}
+
+/// One view of the live replicas and their registrations, from when the leader first saw it.
+#[derive(Clone, Debug, PartialEq)]
+struct View {
+    since: Timestamp,
+    members: Vec<String>,
+    registrations: BTreeMap<String, i64>,
+}
+
+/// How many past views are kept. A replica that has owned a check through all of them is taken
+/// to have owned it since the oldest.
+const VIEWS_KEPT: usize = 16;
+
+/// The live health-checker replicas as the leader has seen them over time.
+#[derive(Clone, Debug, Default)]
+pub struct Membership {
+    /// Oldest first; the last is the current one.
+    views: VecDeque<View>,
+}
+
+/// What the leader makes of one result's provenance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provenance {
+    /// From the owner, started while it owned the check.
+    Owner,
+    /// From a replica that does not own the check now, or not under the registration it names.
+    NotOwner,
+    /// From the owner, but the check started before it became the owner.
+    BeforeOwnership,
+}
+
+impl Membership {
+    /// Notes the live replicas (id → registration) read at `now`; a view that differs from the
+    /// current one starts at `now`.
+    pub fn observe(&mut self, live: BTreeMap<String, i64>, now: Timestamp) {
+        if self.views.back().is_some_and(|v| v.registrations == live) {
+            return;
+        }
+        self.views.push_back(View {
+            since: now,
+            members: live.keys().cloned().collect(),
+            registrations: live,
+        });
+        while self.views.len() > VIEWS_KEPT {
+            self.views.pop_front();
+        }
+    }
+
+    /// The live replicas now, sorted.
+    pub fn members(&self) -> &[String] {
+        self.views.back().map_or(&[], |v| v.members.as_slice())
+    }
+
+    /// Since when `replica`, under `registration`, has owned `slot` of `instance` without a
+    /// break; `None` if it does not own it now.
+    pub fn owned_since(
+        &self,
+        replica: &str,
+        registration: i64,
+        instance: &str,
+        slot: CheckSlot,
+    ) -> Option<Timestamp> {
+        let mut since = None;
+        for v in self.views.iter().rev() {
+            let owns = v.registrations.get(replica) == Some(&registration)
+                && check_owner(instance, slot, &v.members) == Some(replica);
+            if !owns {
+                break;
+            }
+            since = Some(v.since);
+        }
+        since
+    }
+
+    /// Whether a result of `slot` of `instance` from `replica` under `registration`, whose
+    /// check started at `started_at`, counts.
+    pub fn provenance(
+        &self,
+        replica: &str,
+        registration: i64,
+        instance: &str,
+        slot: CheckSlot,
+        started_at: Option<Timestamp>,
+    ) -> Provenance {
+        match self.owned_since(replica, registration, instance, slot) {
+            None => Provenance::NotOwner,
+            Some(since) if started_at.is_some_and(|t| t < since) => Provenance::BeforeOwnership,
+            Some(_) => Provenance::Owner,
+        }
+    }
+}
 
 // -------------------------------------------------------------------------------------------
 // Marathon's rules for one result, as a pure function
@@ -238,11 +376,13 @@ fn event(fx: &mut Effects, e: events::Event) {
 // -------------------------------------------------------------------------------------------
 
 impl LeaderState {
-    /// Applies a batch of results from `replica`, given the live replicas `members`.
+    /// Applies a batch of results from `replica`, produced under its registration
+    /// `registration`, given the leader's view of the live replicas.
     pub fn apply_health_reports(
         &mut self,
         replica: &str,
-        members: &[String],
+        registration: i64,
+        membership: &Membership,
         results: Vec<CheckResult>,
         readiness: Vec<ReadinessReport>,
         now: Timestamp,
@@ -267,11 +407,22 @@ impl LeaderState {
                 ack.stale += 1;
                 continue;
             };
-            if check_owner(&r.instance_id.0, CheckSlot::Health(r.index as u32), members)
-                != Some(replica)
-            {
-                ack.not_owner += 1;
-                continue;
+            match membership.provenance(
+                replica,
+                registration,
+                &r.instance_id.0,
+                CheckSlot::Health(r.index as u32),
+                r.started_at,
+            ) {
+                Provenance::Owner => {}
+                Provenance::NotOwner => {
+                    ack.not_owner += 1;
+                    continue;
+                }
+                Provenance::BeforeOwnership => {
+                    ack.stale += 1;
+                    continue;
+                }
             }
             ack.accepted += 1;
             let n = app.health_checks.len();
@@ -317,10 +468,10 @@ impl LeaderState {
             }
         }
         for r in readiness {
-            match self.apply_readiness(replica, members, r) {
-                Some(true) => ack.accepted += 1,
-                Some(false) => ack.not_owner += 1,
-                None => ack.stale += 1,
+            match self.apply_readiness(replica, registration, membership, r, &mut fx) {
+                Some(Provenance::Owner) => ack.accepted += 1,
+                Some(Provenance::NotOwner) => ack.not_owner += 1,
+                Some(Provenance::BeforeOwnership) | None => ack.stale += 1,
             }
         }
         (fx, ack)
@@ -382,13 +533,16 @@ impl LeaderState {
         self.task_failures.insert(i.app_id.clone(), failure);
     }
 
-    /// `Some(true)` applied, `Some(false)` not from the owner, `None` stale.
+    /// `Some(Owner)` applied, `Some(_)` refused for its provenance, `None` stale. Results of an
+    /// app under deployment are persisted for `/v2/deployments` when they change.
     fn apply_readiness(
         &mut self,
         replica: &str,
-        members: &[String],
+        registration: i64,
+        membership: &Membership,
         r: ReadinessReport,
-    ) -> Option<bool> {
+        fx: &mut Effects,
+    ) -> Option<Provenance> {
         let i = self.instances.get(&r.instance_id)?;
         let app = self.apps.get(&i.app_id)?;
         let check = app.readiness_checks.first()?;
@@ -400,12 +554,19 @@ impl LeaderState {
         if !current {
             return None;
         }
-        if check_owner(&r.instance_id.0, CheckSlot::Readiness, members) != Some(replica) {
-            return Some(false);
+        let provenance = membership.provenance(
+            replica,
+            registration,
+            &r.instance_id.0,
+            CheckSlot::Readiness,
+            r.started_at,
+        );
+        if provenance != Provenance::Owner {
+            return Some(provenance);
         }
         if self.ready.get(&r.instance_id) == Some(&true) {
             // Ready the first time; later answers do not take it back (reference §5.6).
-            return Some(true);
+            return Some(provenance);
         }
         let mut result = json!({ "name": r.name, "taskId": r.task_id, "ready": r.ready });
         if check.preserve_last_response && r.status > 0 {
@@ -415,15 +576,39 @@ impl LeaderState {
                 "body": r.body,
             });
         }
-        self.readiness_results.insert(r.instance_id.clone(), result);
+        let deploying = self.deployments.values().any(|p| p.touches(&i.app_id));
+        let changed = self.readiness_results.get(&r.instance_id) != Some(&result);
+        if deploying && changed {
+            let stored = json!({
+                "appId": i.app_id.to_string(),
+                "appVersion": r.app_version,
+                "result": result,
+            });
+            fx.batch.put(
+                READINESS_RESULTS,
+                r.instance_id.0.clone(),
+                to_bytes(&stored),
+            );
+        }
+        if deploying {
+            self.readiness_results.insert(r.instance_id.clone(), result);
+        }
         self.ready.insert(r.instance_id, r.ready);
-        Some(true)
+        Some(provenance)
     }
 
     /// Publishes `add_health_check_event` for app versions with checks not yet announced in this
     /// term and `remove_health_check_event` for announced ones that have no instance left (or
-    /// whose app is gone); forgets readiness of instances that are gone.
-    pub fn sync_health_checks(&mut self, known: &mut Registry, now: Timestamp) -> Effects {
+    /// whose app is gone); forgets readiness of instances that are gone, and deletes the stored
+    /// readiness results of those and of apps no longer under deployment. `stored` names
+    /// readiness results found in the store that this leader may not know of (an earlier
+    /// term's): those it does not hold are deleted too.
+    pub fn sync_health_checks(
+        &mut self,
+        known: &mut Registry,
+        stored: &[String],
+        now: Timestamp,
+    ) -> Effects {
         let mut fx = Effects::default();
         for app in self.apps.values() {
             if app.health_checks.is_empty() {
@@ -462,8 +647,32 @@ impl LeaderState {
         known.retain(|_, v| !v.is_empty());
         let instances = &self.instances;
         self.ready.retain(|id, _| instances.contains_key(id));
-        self.readiness_results
-            .retain(|id, _| instances.contains_key(id));
+        let deployments = &self.deployments;
+        let mut gone: Vec<String> = Vec::new();
+        self.readiness_results.retain(|id, _| {
+            let keep = instances
+                .get(id)
+                .is_some_and(|i| deployments.values().any(|p| p.touches(&i.app_id)));
+            if !keep {
+                gone.push(id.0.clone());
+            }
+            keep
+        });
+        gone.extend(
+            stored
+                .iter()
+                .filter(|k| {
+                    !self
+                        .readiness_results
+                        .contains_key(&InstanceId((*k).clone()))
+                })
+                .cloned(),
+        );
+        gone.sort();
+        gone.dedup();
+        for id in gone {
+            fx.batch.delete(READINESS_RESULTS, id);
+        }
         fx
     }
 }
@@ -477,7 +686,9 @@ impl LeaderState {
 #[rtype(result = "Ack")]
 pub struct HealthReported {
     pub replica: String,
-    pub members: Arc<Vec<String>>,
+    /// The registration the replica produced the results under.
+    pub registration: i64,
+    pub membership: Arc<Membership>,
     pub results: Vec<CheckResult>,
     pub readiness: Vec<ReadinessReport>,
 }
@@ -488,7 +699,8 @@ impl Handler<HealthReported> for LeaderActor {
     fn handle(&mut self, msg: HealthReported, ctx: &mut Context<Self>) -> Self::Result {
         let (fx, ack) = self.state.apply_health_reports(
             &msg.replica,
-            &msg.members,
+            msg.registration,
+            &msg.membership,
             msg.results,
             msg.readiness,
             Timestamp::now(),
@@ -502,18 +714,26 @@ impl Handler<HealthReported> for LeaderActor {
     }
 }
 
-/// Announces and retires health checks; carries this term's registry in and out.
+/// Announces and retires health checks; carries this term's registry in and out, and the
+/// readiness results found in the store at the start of the term.
 #[derive(Message)]
 #[rtype(result = "Registry")]
-pub struct SyncHealthChecks(pub Registry);
+pub struct SyncHealthChecks {
+    pub registry: Registry,
+    pub stored_readiness: Vec<String>,
+}
 
 impl Handler<SyncHealthChecks> for LeaderActor {
     type Result = MessageResult<SyncHealthChecks>;
 
     fn handle(&mut self, msg: SyncHealthChecks, _: &mut Context<Self>) -> Self::Result {
-        let mut known = msg.0;
-        let fx = self.state.sync_health_checks(&mut known, Timestamp::now());
-        self.submit(fx, Vec::new());
+        let mut known = msg.registry;
+        let fx = self
+            .state
+            .sync_health_checks(&mut known, &msg.stored_readiness, Timestamp::now());
+        if !fx.batch.is_empty() || !fx.commands.is_empty() {
+            self.submit(fx, Vec::new());
+        }
         MessageResult(known)
     }
 }
@@ -524,7 +744,7 @@ impl Handler<SyncHealthChecks> for LeaderActor {
 
 struct MembersView {
     read_at: Option<Instant>,
-    live: Arc<Vec<String>>,
+    membership: Arc<Membership>,
 }
 
 /// Serves `HealthReports` on every scheduler; only the leader accepts.
@@ -535,12 +755,12 @@ pub struct HealthService {
 
 /// The service, plus the task that announces health checks while this scheduler leads.
 pub fn server(shared: Shared) -> HealthReportsServer<HealthService> {
-    tokio::spawn(announce_checks(shared.role.clone()));
+    tokio::spawn(announce_checks(shared.role.clone(), shared.store.clone()));
     HealthReportsServer::new(HealthService {
         shared,
         members: Arc::new(Mutex::new(MembersView {
             read_at: None,
-            live: Arc::new(Vec::new()),
+            membership: Arc::new(Membership::default()),
         })),
     })
     .max_decoding_message_size(64 << 20)
@@ -548,10 +768,12 @@ pub fn server(shared: Shared) -> HealthReportsServer<HealthService> {
 
 /// Every second while leading, lets the leader announce and retire health checks; the
 /// registry of what was announced lives for one term, so a new leader announces them again,
-/// as Marathon's does.
-async fn announce_checks(mut role: watch::Receiver<Role>) {
+/// as Marathon's does. At the start of a term it reads which readiness results are stored, so
+/// the leader can delete those an earlier term left.
+async fn announce_checks(mut role: watch::Receiver<Role>, store: Arc<dyn StateStore>) {
     let mut registry = Registry::new();
     let mut term = 0;
+    let mut stored_readiness: Option<Vec<String>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -569,30 +791,48 @@ async fn announce_checks(mut role: watch::Receiver<Role>) {
         if epoch != term {
             registry.clear();
             term = epoch;
+            stored_readiness = None;
         }
-        if let Ok(r) = addr
-            .send(SyncHealthChecks(std::mem::take(&mut registry)))
-            .await
-        {
+        let mut leftovers = Vec::new();
+        if stored_readiness.is_none() {
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), store.keys(READINESS_RESULTS)).await;
+            if let Ok(Ok(keys)) = read {
+                leftovers = keys.clone();
+                stored_readiness = Some(keys);
+            }
+        }
+        let sync = SyncHealthChecks {
+            registry: std::mem::take(&mut registry),
+            stored_readiness: leftovers,
+        };
+        if let Ok(r) = addr.send(sync).await {
             registry = r;
         }
     }
 }
 
 impl HealthService {
-    async fn live_members(&self) -> Result<Arc<Vec<String>>, Status> {
+    /// The membership as of at most [`MEMBERS_MAX_AGE`] ago.
+    async fn membership(&self) -> Result<Arc<Membership>, Status> {
         let mut view = self.members.lock().await;
         if view.read_at.is_some_and(|t| t.elapsed() < MEMBERS_MAX_AGE) {
-            return Ok(view.live.clone());
+            return Ok(view.membership.clone());
         }
+        let read = tokio::time::timeout(MEMBERS_READ_DEADLINE, self.shared.store.get_all(MEMBERS))
+            .await
+            .unwrap_or_else(|_| {
+                Err(stride_store::StoreError::Unavailable(
+                    "no answer in time".into(),
+                ))
+            });
         let records =
-            self.shared.store.get_all(MEMBERS).await.map_err(|e| {
-                Status::unavailable(format!("cannot read the health checkers: {e}"))
-            })?;
-        let live = live_members(records.iter().map(|(_, v)| v.as_ref()), Timestamp::now().0);
-        view.live = Arc::new(live);
+            read.map_err(|e| Status::unavailable(format!("cannot read the health checkers: {e}")))?;
+        let now = Timestamp::now();
+        let live = live_registrations(records.iter().map(|(_, v)| v.as_ref()), now.0);
+        Arc::make_mut(&mut view.membership).observe(live, now);
         view.read_at = Some(Instant::now());
-        Ok(view.live.clone())
+        Ok(view.membership.clone())
     }
 
     async fn not_leader(&self) -> Status {
@@ -628,6 +868,7 @@ fn check_result(r: v1::HealthResult) -> CheckResult {
         index: r.check_index as usize,
         app_version: Timestamp(r.app_version_ms),
         verdict,
+        started_at: (r.started_at_ms > 0).then_some(Timestamp(r.started_at_ms)),
     }
 }
 
@@ -641,6 +882,7 @@ fn readiness_report(r: v1::ReadinessResult) -> ReadinessReport {
         status: u16::try_from(r.status).unwrap_or(0),
         content_type: r.content_type,
         body: r.body,
+        started_at: (r.started_at_ms > 0).then_some(Timestamp(r.started_at_ms)),
     }
 }
 
@@ -657,13 +899,14 @@ impl v1::health_reports_server::HealthReports for HealthService {
         let Some(leader) = leader else {
             return Err(self.not_leader().await);
         };
-        let members = self.live_members().await?;
+        let membership = self.membership().await?;
         let batch = request.into_inner();
         debug!(replica = %batch.replica_id, results = batch.results.len(), "health report");
         let ack = leader
             .send(HealthReported {
                 replica: batch.replica_id,
-                members,
+                registration: batch.joined_at_ms,
+                membership,
                 results: batch.results.into_iter().map(check_result).collect(),
                 readiness: batch.readiness.into_iter().map(readiness_report).collect(),
             })
@@ -855,6 +1098,7 @@ mod tests {
             index: 0,
             app_version: i.app_version,
             verdict,
+            started_at: None,
         }
     }
 
@@ -871,6 +1115,12 @@ mod tests {
             .collect()
     }
 
+    fn view(ids: &[&str]) -> Membership {
+        let mut m = Membership::default();
+        m.observe(ids.iter().map(|i| (i.to_string(), 0)).collect(), t(0));
+        m
+    }
+
     fn owner_of(id: &InstanceId, members: &[String]) -> String {
         check_owner(&id.0, CheckSlot::Health(0), members)
             .unwrap_or("")
@@ -885,12 +1135,13 @@ mod tests {
         );
         let (mut s, ids) = leader(&a, 1);
         let id = &ids[0];
-        let members = vec!["r1".to_string(), "r2".to_string()];
-        let owner = owner_of(id, &members);
+        let members = view(&["r1", "r2"]);
+        let owner = owner_of(id, members.members());
         let other = if owner == "r1" { "r2" } else { "r1" };
 
         let (fx, ack) = s.apply_health_reports(
             other,
+            0,
             &members,
             vec![result(&s, id, Verdict::Healthy)],
             vec![],
@@ -906,7 +1157,7 @@ mod tests {
         assert!(fx.batch.is_empty());
         let mut stale = result(&s, id, Verdict::Healthy);
         stale.task_id = id.task_id(7);
-        let (_, ack) = s.apply_health_reports(&owner, &members, vec![stale], vec![], t(10));
+        let (_, ack) = s.apply_health_reports(&owner, 0, &members, vec![stale], vec![], t(10));
         assert_eq!(
             ack,
             Ack {
@@ -917,6 +1168,7 @@ mod tests {
 
         let (fx, ack) = s.apply_health_reports(
             &owner,
+            0,
             &members,
             vec![result(&s, id, Verdict::Healthy)],
             vec![],
@@ -936,6 +1188,7 @@ mod tests {
         // max = 1: the first failure is counted, the second kills.
         let (fx, _) = s.apply_health_reports(
             &owner,
+            0,
             &members,
             vec![result(&s, id, fail("500 Internal Server Error"))],
             vec![],
@@ -953,6 +1206,7 @@ mod tests {
         assert_eq!(s.instances[id].healthy, Some(false));
         let (fx, _) = s.apply_health_reports(
             &owner,
+            0,
             &members,
             vec![result(&s, id, fail("500 Internal Server Error"))],
             vec![],
@@ -983,6 +1237,7 @@ mod tests {
         // Still failing before the kill lands: the kill is sent again, not announced again.
         let (fx, _) = s.apply_health_reports(
             &owner,
+            0,
             &members,
             vec![result(&s, id, fail("500"))],
             vec![],
@@ -1000,7 +1255,8 @@ mod tests {
         );
         let (mut s, ids) = leader(&a, 1);
         let id = ids[0].clone();
-        let members = vec!["only".to_string()];
+        deploying(&mut s, &a);
+        let members = view(&["only"]);
         let report = |ready: bool, status: u16| ReadinessReport {
             instance_id: id.clone(),
             task_id: id.task_id(1),
@@ -1010,33 +1266,229 @@ mod tests {
             status,
             content_type: "text/plain".into(),
             body: "warming up".into(),
+            started_at: None,
         };
-        let (_, ack) =
-            s.apply_health_reports("only", &members, vec![], vec![report(false, 503)], t(10));
+        let (fx, ack) =
+            s.apply_health_reports("only", 0, &members, vec![], vec![report(false, 503)], t(10));
         assert_eq!(ack.accepted, 1);
         assert_eq!(s.ready.get(&id), Some(&false));
+        let shown = json!({"name": "readinessCheck", "taskId": id.task_id(1), "ready": false,
+            "lastResponse": {"status": 503, "contentType": "text/plain", "body": "warming up"}});
+        assert_eq!(s.readiness_results[&id], shown);
         assert_eq!(
-            s.readiness_results[&id],
-            json!({"name": "readinessCheck", "taskId": id.task_id(1), "ready": false,
-                "lastResponse": {"status": 503, "contentType": "text/plain", "body": "warming up"}})
+            stored_readiness(&fx),
+            vec![(
+                id.0.clone(),
+                Some(json!({"appId": "/web", "appVersion": t(1), "result": shown}))
+            )],
+            "persisted for /v2/deployments"
+        );
+        let (fx, _) =
+            s.apply_health_reports("only", 0, &members, vec![], vec![report(false, 503)], t(11));
+        assert!(
+            stored_readiness(&fx).is_empty(),
+            "written only when it changes"
         );
         let (_, ack) = s.apply_health_reports(
             "someone-else",
+            0,
             &members,
             vec![],
             vec![report(true, 200)],
             t(11),
         );
         assert_eq!(ack.not_owner, 1);
-        s.apply_health_reports("only", &members, vec![], vec![report(true, 200)], t(12));
+        s.apply_health_reports("only", 0, &members, vec![], vec![report(true, 200)], t(12));
         assert_eq!(s.ready.get(&id), Some(&true));
-        s.apply_health_reports("only", &members, vec![], vec![report(false, 500)], t(13));
+        s.apply_health_reports("only", 0, &members, vec![], vec![report(false, 500)], t(13));
         assert_eq!(
             s.ready.get(&id),
             Some(&true),
             "ready the first time, for good"
         );
         assert_eq!(s.readiness_results[&id]["ready"], true);
+        // The deployment is over: the stored results go.
+        s.deployments.clear();
+        let fx = s.sync_health_checks(&mut Registry::new(), &[], t(14));
+        assert_eq!(stored_readiness(&fx), vec![(id.0.clone(), None)]);
+        assert!(s.readiness_results.is_empty());
+        // A new leader deletes what an earlier term left behind.
+        let fx = s.sync_health_checks(&mut Registry::new(), &["web.old".to_string()], t(15));
+        assert_eq!(stored_readiness(&fx), vec![("web.old".to_string(), None)]);
+    }
+
+    #[test]
+    fn readiness_outside_a_deployment_is_not_stored() {
+        let a = app(
+            json!({"id": "/web", "cmd": "x", "portDefinitions": [{"port": 0, "name": "http-api"}],
+            "readinessChecks": [{}]}),
+        );
+        let (mut s, ids) = leader(&a, 1);
+        let id = ids[0].clone();
+        let report = ReadinessReport {
+            instance_id: id.clone(),
+            task_id: id.task_id(1),
+            app_version: t(1),
+            name: "readinessCheck".into(),
+            ready: false,
+            status: 503,
+            content_type: String::new(),
+            body: String::new(),
+            started_at: None,
+        };
+        let (fx, ack) =
+            s.apply_health_reports("only", 0, &view(&["only"]), vec![], vec![report], t(10));
+        assert_eq!(ack.accepted, 1);
+        assert!(fx.batch.is_empty());
+        assert!(s.readiness_results.is_empty());
+    }
+
+    fn deploying(s: &mut LeaderState, a: &App) {
+        use stride_core::deployment::{Action, ActionKind, DeploymentPlan};
+        s.deployments.insert(
+            "d1".into(),
+            DeploymentPlan {
+                id: "d1".into(),
+                version: t(1),
+                steps: vec![vec![Action::new(ActionKind::StartApplication, &a.id)]],
+                original: BTreeMap::new(),
+                target: [(a.id.clone(), a.clone())].into_iter().collect(),
+                current_step: Some(0),
+            },
+        );
+    }
+
+    /// Readiness results put (`Some`) and deleted (`None`) by a batch, by instance.
+    fn stored_readiness(fx: &Effects) -> Vec<(String, Option<Value>)> {
+        fx.batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                stride_store::Op::Put {
+                    collection,
+                    key,
+                    value,
+                } if collection == READINESS_RESULTS => {
+                    Some((key.clone(), serde_json::from_slice(value).ok()))
+                }
+                stride_store::Op::Delete { collection, key } if collection == READINESS_RESULTS => {
+                    Some((key.clone(), None))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn live(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn results_count_only_under_the_current_registration_and_after_the_ownership_began() {
+        let a = app(
+            json!({"id": "/web", "cmd": "x", "healthChecks": [{"protocol": "HTTP",
+            "gracePeriodSeconds": 0, "intervalSeconds": 1, "maxConsecutiveFailures": 1}]}),
+        );
+        let (mut s, ids) = leader(&a, 1);
+        let id = ids[0].clone();
+        let mut m = Membership::default();
+        m.observe(live(&[("r1", 100), ("r2", 200)]), t(10));
+        let owner = owner_of(&id, m.members());
+        let other = if owner == "r1" { "r2" } else { "r1" };
+        let reg = |r: &str| if r == "r1" { 100 } else { 200 };
+        let base = result(&s, &id, Verdict::Healthy);
+        let at = |secs: i64, verdict: Verdict| CheckResult {
+            started_at: Some(t(secs)),
+            verdict,
+            ..base.clone()
+        };
+        // The owner under its registration, for a check started after the view began.
+        let (_, ack) = s.apply_health_reports(
+            &owner,
+            reg(&owner),
+            &m,
+            vec![at(11, Verdict::Healthy)],
+            vec![],
+            t(11),
+        );
+        assert_eq!(ack.accepted, 1);
+        // The owner is cut off, its lease lapses, the other takes over; it comes back under a
+        // new registration. What it found before is refused, whatever it names.
+        m.observe(live(&[(other, reg(other))]), t(20));
+        let (_, ack) = s.apply_health_reports(
+            &owner,
+            reg(&owner),
+            &m,
+            vec![at(19, fail("timeout"))],
+            vec![],
+            t(21),
+        );
+        assert_eq!(ack.not_owner, 1, "not a member any more");
+        let mut back = live(&[(other, reg(other))]);
+        back.insert(owner.clone(), 999);
+        m.observe(back, t(30));
+        for (registration, started) in [(reg(&owner), 19), (reg(&owner), 31), (999, 25)] {
+            let (fx, ack) = s.apply_health_reports(
+                &owner,
+                registration,
+                &m,
+                vec![at(started, fail("timeout"))],
+                vec![],
+                t(31),
+            );
+            assert_eq!(
+                ack.accepted, 0,
+                "registration {registration}, started {started}"
+            );
+            assert!(fx.batch.is_empty() && fx.commands.is_empty());
+        }
+        assert_eq!(s.instances[&id].health[0].consecutive_failures, 0);
+        // Under the new registration, a check started since it is the owner again counts.
+        let (_, ack) =
+            s.apply_health_reports(&owner, 999, &m, vec![at(31, fail("500"))], vec![], t(32));
+        assert_eq!(ack.accepted, 1);
+        assert_eq!(s.instances[&id].health[0].consecutive_failures, 1);
+        // The one that covered meanwhile is refused from the moment the owner is back.
+        let (_, ack) = s.apply_health_reports(
+            other,
+            reg(other),
+            &m,
+            vec![at(29, fail("500"))],
+            vec![],
+            t(33),
+        );
+        assert_eq!(ack.not_owner, 1);
+    }
+
+    #[test]
+    fn ownership_lasts_across_views_that_leave_the_check_where_it_was() {
+        let mut m = Membership::default();
+        m.observe(live(&[("a", 1)]), t(1));
+        let key = "web.instance-1";
+        let slot = CheckSlot::Health(0);
+        assert_eq!(m.owned_since("a", 1, key, slot), Some(t(1)));
+        assert_eq!(
+            m.owned_since("a", 2, key, slot),
+            None,
+            "another registration"
+        );
+        // A replica joins and leaves again: if it never took the check, the owner kept it.
+        let mut joined = live(&[("a", 1), ("b", 1)]);
+        m.observe(joined.clone(), t(5));
+        m.observe(live(&[("a", 1)]), t(9));
+        let kept = check_owner(key, slot, &["a".to_string(), "b".to_string()]) == Some("a");
+        let expected = if kept { t(1) } else { t(9) };
+        assert_eq!(m.owned_since("a", 1, key, slot), Some(expected));
+        // The same view again is no change.
+        m.observe(live(&[("a", 1)]), t(12));
+        assert_eq!(m.owned_since("a", 1, key, slot), Some(expected));
+        // Only so many views are kept; what is older counts from the oldest kept.
+        for k in 0..(VIEWS_KEPT as i64) {
+            joined.insert("c".into(), k);
+            m.observe(joined.clone(), t(100 + k));
+        }
+        assert_eq!(m.views.len(), VIEWS_KEPT);
+        assert_eq!(m.provenance("zz", 1, key, slot, None), Provenance::NotOwner);
     }
 
     #[test]
@@ -1046,13 +1498,13 @@ mod tests {
         );
         let (mut s, ids) = leader(&a, 1);
         let mut known = Registry::new();
-        let fx = s.sync_health_checks(&mut known, t(5));
+        let fx = s.sync_health_checks(&mut known, &[], t(5));
         assert_eq!(
             event_types(&fx),
             vec!["add_health_check_event", "add_health_check_event"]
         );
         assert!(
-            s.sync_health_checks(&mut known, t(6)).batch.is_empty(),
+            s.sync_health_checks(&mut known, &[], t(6)).batch.is_empty(),
             "announced once"
         );
         // A new configuration: its checks are added; the old ones stay while the old task runs.
@@ -1063,12 +1515,12 @@ mod tests {
         });
         s.load_app(b, vec![t(1), t(7)]);
         assert_eq!(
-            event_types(&s.sync_health_checks(&mut known, t(8))).len(),
+            event_types(&s.sync_health_checks(&mut known, &[], t(8))).len(),
             2
         );
         assert_eq!(known[&a.id].len(), 2);
         s.instances.remove(&ids[0]);
-        let fx = s.sync_health_checks(&mut known, t(9));
+        let fx = s.sync_health_checks(&mut known, &[], t(9));
         assert_eq!(
             event_types(&fx),
             vec!["remove_health_check_event", "remove_health_check_event"]

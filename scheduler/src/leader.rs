@@ -253,16 +253,35 @@ impl LeaderActor {
             return;
         }
         self.reconcile_queued = true;
-        ctx.run_later(Duration::from_millis(5), |act, _| {
+        ctx.run_later(Duration::from_millis(5), |act, ctx| {
             act.reconcile_queued = false;
-            act.reconcile_now();
+            act.reconcile_now(ctx);
         });
     }
 
-    fn reconcile_now(&mut self) {
+    /// One reconcile pass; another is queued soon when this one left work over.
+    fn reconcile_now(&mut self, ctx: &mut Context<Self>) {
+        let started = Instant::now();
         let fx = self.state.reconcile(Timestamp::now());
+        let more = fx.more;
+        let took = started.elapsed();
+        if took > Duration::from_millis(500) {
+            warn!(
+                took_ms = took.as_millis() as u64,
+                instances = self.state.instances.len(),
+                "slow reconcile pass"
+            );
+        }
         self.submit(fx, Vec::new());
         self.publish_gauges();
+        if more && !self.reconcile_queued {
+            // Bulk work gets at most half the thread, so renewals, agents and the API keep up.
+            self.reconcile_queued = true;
+            ctx.run_later(took.max(Duration::from_millis(5)), |act, ctx| {
+                act.reconcile_queued = false;
+                act.reconcile_now(ctx);
+            });
+        }
     }
 
     fn publish_gauges(&self) {
@@ -310,13 +329,15 @@ impl Actor for LeaderActor {
             "leading"
         );
         let mut ticks: u64 = 0;
-        ctx.run_interval(Duration::from_secs(1), move |act, _| {
+        ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
             ticks += 1;
             // Every half minute, check every app's count, whatever changed.
             if ticks % 30 == 0 {
                 act.state.mark_all_dirty();
             }
-            act.reconcile_now();
+            if !act.reconcile_queued {
+                act.reconcile_now(ctx);
+            }
         });
         self.touch(ctx);
     }

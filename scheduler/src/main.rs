@@ -21,13 +21,11 @@ struct Args {
     /// listen address.
     #[arg(long, env = "STRIDE_SCHEDULER_ADVERTISE")]
     advertise: Option<String>,
-    /// Redis URL (redis://[user:password@]host:port/db, rediss:// for TLS).
-    #[arg(
-        long,
-        env = "STRIDE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
-    )]
-    redis: String,
+    /// Redis URL (redis://[user:password@]host:port/db, rediss:// for TLS, or
+    /// redis+sentinel://host:26379,host:26379/<master-name>; docs/operations.md)
+    /// [default: redis://127.0.0.1:6379/; env STRIDE_REDIS_URL, or the older STRIDE_REDIS].
+    #[arg(long, env = "STRIDE_REDIS_URL")]
+    redis: Option<String>,
     /// Prefix of every Redis key.
     #[arg(long, env = "STRIDE_REDIS_PREFIX", default_value = "stride")]
     redis_prefix: String,
@@ -133,9 +131,10 @@ fn main() -> ExitCode {
         config.tuning.agent_timeout = agent_timeout;
         config.tuning.reregistration_grace = grace;
         config.tls = tls;
-        let store = stride_store::RedisStore::connect(&args.redis, &args.redis_prefix)
+        let redis = stride_store::redis_url(args.redis, &std::env::vars().collect());
+        let store = stride_store::RedisStore::connect(&redis, &args.redis_prefix)
             .await
-            .map_err(|e| format!("cannot connect to Redis at {}: {e}", args.redis))?;
+            .map_err(|e| format!("cannot connect to Redis at {redis}: {e}"))?;
         stride_scheduler::run(config, listener, Arc::new(store), shutdown_signal())
             .await
             .map_err(|e| e.to_string())

@@ -55,11 +55,24 @@ pub struct LaunchTask {
     pub host_ports: Vec<u32>,
 }
 
+/// How many instances one input or reconcile pass may create. A bigger change is made over
+/// several passes, so no pass holds the leader long enough to miss renewing its lease; the
+/// deployment stays open until the last pass.
+pub const SCHEDULE_PER_PASS: usize = 2_000;
+
+/// How many waiting instances one pass tries to place, in all and of one app.
+const LAUNCH_PER_PASS: usize = 10_000;
+const LAUNCH_PER_APP_PER_PASS: usize = 2_000;
+
 /// What an input produced.
 #[derive(Debug, Default)]
 pub struct Effects {
     pub batch: Batch,
     pub commands: Vec<(String, AgentCommand)>,
+    /// Instances created so far by this input (bounded by [`SCHEDULE_PER_PASS`]).
+    scheduled: usize,
+    /// Work was left for another pass.
+    pub more: bool,
 }
 
 impl Effects {
@@ -72,6 +85,8 @@ impl Effects {
     pub fn append(&mut self, other: Effects) {
         self.batch.append(other.batch);
         self.commands.extend(other.commands);
+        self.scheduled += other.scheduled;
+        self.more |= other.more;
     }
 }
 
@@ -315,6 +330,11 @@ pub struct LeaderState {
     pub(crate) group_versions: HashMap<PathId, Vec<Timestamp>>,
     /// Indexes over `instances`, maintained by `put_instance` and `expunge`.
     pub(crate) idx: crate::index::Index,
+    /// Every app as an owned value, the shape the whole-root checks of a deployment take
+    /// (`validate_root`, `assign_service_ports`, `compute_plan`), kept in step with `apps` by
+    /// [`LeaderState::deploy_with`] so that a change costs what it changes rather than a clone
+    /// of every app. `None` until the first deployment after loading.
+    root_cache: Option<BTreeMap<PathId, App>>,
 }
 
 fn to_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -342,6 +362,7 @@ impl LeaderState {
             groups: BTreeMap::new(),
             group_versions: HashMap::new(),
             idx: Default::default(),
+            root_cache: None,
         }
     }
 
@@ -354,6 +375,7 @@ impl LeaderState {
         self.idx.dirty_apps.insert(app.id.clone());
         self.versions.insert(app.id.clone(), versions);
         self.apps.insert(app.id.clone(), Arc::new(app));
+        self.root_cache = None;
     }
 
     pub fn load_instance(&mut self, i: Instance) {
@@ -427,6 +449,12 @@ impl LeaderState {
         now: Timestamp,
         fx: &mut Effects,
     ) -> Vec<InstanceId> {
+        let room = SCHEDULE_PER_PASS.saturating_sub(fx.scheduled);
+        if count > room {
+            fx.more = true;
+        }
+        let count = count.min(room);
+        fx.scheduled += count;
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
             let mut i = Instance::scheduled(&app.id, app.config_version(), now);
@@ -873,6 +901,46 @@ impl LeaderState {
                 }
             }
         }
+        let touched: Vec<PathId> = draft.apps.keys().cloned().collect();
+        let mut root = match self.root_cache.take() {
+            Some(r) if r.len() == self.apps.len() => r,
+            _ => self
+                .apps
+                .iter()
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect(),
+        };
+        let result = self.deploy_draft(draft, &mut root, force, dry_run, origin, sentenced, now, t);
+        // Back in step with `apps`, whether the draft was applied or refused.
+        for id in touched {
+            match self.apps.get(&id) {
+                Some(a) => {
+                    root.insert(id, (**a).clone());
+                }
+                None => {
+                    root.remove(&id);
+                }
+            }
+        }
+        self.root_cache = Some(root);
+        result
+    }
+
+    /// The second half of [`LeaderState::deploy_with`]: checks `draft` against the whole new
+    /// root and applies it. `new_root` holds every app as `apps` does on entry; it is left with
+    /// the draft's apps changed, which the caller sets back in step with `apps`.
+    #[allow(clippy::too_many_arguments)]
+    fn deploy_draft(
+        &mut self,
+        draft: Draft,
+        new_root: &mut BTreeMap<PathId, App>,
+        force: bool,
+        dry_run: bool,
+        origin: &Origin,
+        sentenced: BTreeMap<PathId, Vec<InstanceId>>,
+        now: Timestamp,
+        t: Timestamp,
+    ) -> Result<(Deployed, Effects), ApiError> {
         let Draft {
             apps: mut target,
             groups: target_groups,
@@ -882,11 +950,6 @@ impl LeaderState {
         } = draft;
 
         // Versions and service ports against the whole new root.
-        let mut new_root: BTreeMap<PathId, App> = self
-            .apps
-            .iter()
-            .map(|(k, v)| (k.clone(), (**v).clone()))
-            .collect();
         for (id, app) in &target {
             match app {
                 Some(a) => {
@@ -901,7 +964,7 @@ impl LeaderState {
             let Some(app) = app.as_mut() else { continue };
             let old = self.apps.get(id).map(|a| &**a);
             stamp(old, app, t, restarts.contains(id));
-            assign_service_ports(&new_root, old, app)?;
+            assign_service_ports(new_root, old, app)?;
             new_root.insert(id.clone(), app.clone());
         }
         let mut new_metas = self.groups.clone();
@@ -919,7 +982,7 @@ impl LeaderState {
             .iter()
             .map(|(k, m)| (k.clone(), m.dependencies.clone()))
             .collect();
-        validate_root(&new_root, &new_metas, &group_deps)?;
+        validate_root(new_root, &new_metas, &group_deps)?;
 
         // The plan over the affected apps.
         let original: BTreeMap<PathId, App> = target
@@ -936,7 +999,7 @@ impl LeaderState {
             t,
             &original,
             &target_apps,
-            &new_root,
+            new_root,
             &group_deps,
         );
         for step in &mut plan.steps {
@@ -1410,7 +1473,11 @@ impl LeaderState {
             for id in p.to_kill {
                 self.decommission(&id, now, fx);
             }
-            self.schedule(&app, p.to_start, now, fx);
+            let started = self.schedule(&app, p.to_start, now, fx).len();
+            if started < p.to_start {
+                // The rest comes in the next pass.
+                self.idx.dirty_apps.insert(app.id.clone());
+            }
         }
     }
 
@@ -1696,16 +1763,33 @@ impl LeaderState {
     /// Matches scheduled instances to the agents' free resources and launches them.
     fn launch(&mut self, now: Timestamp, fx: &mut Effects) {
         // The queue is ordered by when each instance was scheduled.
-        let waiting: Vec<(InstanceId, Arc<App>)> = self
-            .idx
-            .pending
-            .iter()
-            .filter_map(|(_, id)| {
-                let i = self.instances.get(id)?;
-                self.apps.get(&i.app_id).map(|a| (id.clone(), a.clone()))
-            })
-            .filter(|(_, a)| !backoff::is_delayed(self.backoffs.get(&a.id), a, now))
-            .collect();
+        // A pass considers a bounded share of the queue, and of each app's part of it, so that
+        // one huge app neither stalls the leader nor keeps the others waiting.
+        let mut per_app: HashMap<&PathId, usize> = HashMap::new();
+        let mut waiting: Vec<(InstanceId, Arc<App>)> = Vec::new();
+        let mut capped = false;
+        for (_, id) in self.idx.pending.iter() {
+            if waiting.len() >= LAUNCH_PER_PASS {
+                capped = true;
+                break;
+            }
+            let Some(i) = self.instances.get(id) else {
+                continue;
+            };
+            let Some(app) = self.apps.get(&i.app_id) else {
+                continue;
+            };
+            let taken = per_app.entry(&app.id).or_default();
+            if *taken >= LAUNCH_PER_APP_PER_PASS {
+                capped = true;
+                continue;
+            }
+            if backoff::is_delayed(self.backoffs.get(&app.id), app, now) {
+                continue;
+            }
+            *taken += 1;
+            waiting.push((id.clone(), app.clone()));
+        }
         if waiting.is_empty() {
             return;
         }
@@ -1766,6 +1850,8 @@ impl LeaderState {
         let r = match_offers(&mut offers, &free, &mut placed);
         result.assignments.extend(r.assignments);
         result.unmatched.extend(r.unmatched);
+        // Everything tried found a place, so the rest of the queue may too: another pass soon.
+        fx.more |= capped && result.unmatched.is_empty();
         let mut launches: BTreeMap<String, Vec<LaunchTask>> = BTreeMap::new();
         for a in result.assignments {
             let Some(mut i) = self.instances.get(&a.instance_id).cloned() else {
@@ -2400,5 +2486,46 @@ mod tests {
                 "m={m} o={o}: {fewest} running at one point, at least {min_running} wanted"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use stride_core::{PathId, Timestamp};
+
+    use super::{Change, LeaderState, Origin, Tuning, SCHEDULE_PER_PASS};
+
+    #[test]
+    fn a_big_scale_is_made_over_several_bounded_passes() {
+        let mut s = LeaderState::new(Tuning::default(), Timestamp(1));
+        let want = SCHEDULE_PER_PASS * 2 + 17;
+        let app = json!({"id": "/big", "cmd": "sleep 1", "instances": want});
+        s.deploy(
+            vec![Change::Create(app)],
+            false,
+            &Origin::default(),
+            BTreeMap::new(),
+            Timestamp::now(),
+        )
+        .expect("deploys");
+        let fx = s.reconcile(Timestamp::now());
+        assert_eq!(s.instances.len(), SCHEDULE_PER_PASS);
+        assert!(fx.more, "the first pass leaves work over");
+        let mut passes = 1;
+        while s.instances.len() < want {
+            passes += 1;
+            assert!(passes <= 10, "still {} instances", s.instances.len());
+            let before = s.instances.len();
+            let fx = s.reconcile(Timestamp::now());
+            assert!(s.instances.len() - before <= SCHEDULE_PER_PASS);
+        }
+        assert_eq!(s.instances.len(), want);
+        assert!(passes >= 2, "made in {passes} passes");
+        let fx = s.reconcile(Timestamp::now());
+        assert_eq!(s.instances.len(), want, "no more than wanted");
+        assert!(!fx.more, "the work runs out");
     }
 }

@@ -3,7 +3,8 @@
 //! [`StateStore`] is a small key-value interface over named collections (each a hash of key →
 //! bytes), a leader lease with a fencing epoch, and an append-only event stream. Two
 //! implementations pass the same conformance suite ([`conformance`]): [`RedisStore`] for the real
-//! topology and [`MemoryStore`] for `stride dev` and tests.
+//! topology (one Redis, or a master found through Redis Sentinel) and [`MemoryStore`] for
+//! `stride dev` and tests.
 //!
 //! ## Fencing
 //! Leadership is a lease (`SET NX PX`, renewed by compare-and-extend) whose value embeds an
@@ -12,6 +13,7 @@
 //! deposed leader that wakes up after a pause therefore cannot change anything: its token is
 //! gone, and it learns so from [`StoreError::Fenced`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +23,29 @@ pub mod conformance;
 pub mod history;
 mod memory;
 mod redis_store;
+mod sentinel;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+
+/// The environment variable naming the store's URL, for every service.
+pub const REDIS_URL_ENV: &str = "STRIDE_REDIS_URL";
+/// The name some services read before `STRIDE_REDIS_URL`; still accepted when that is not set.
+pub const REDIS_URL_ENV_ALIAS: &str = "STRIDE_REDIS";
+/// The store of a service given no URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+/// The store URL a service uses: its `--redis` flag (which clap fills from
+/// [`REDIS_URL_ENV`]), else [`REDIS_URL_ENV_ALIAS`] in `env`, else [`DEFAULT_REDIS_URL`].
+pub fn redis_url(flag: Option<String>, env: &HashMap<String, String>) -> String {
+    flag.filter(|u| !u.is_empty())
+        .or_else(|| {
+            [REDIS_URL_ENV, REDIS_URL_ENV_ALIAS]
+                .iter()
+                .find_map(|k| env.get(*k).filter(|u| !u.is_empty()).cloned())
+        })
+        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string())
+}
 
 /// Collections the services use. Plain names, so the store needs no knowledge of the domain.
 pub mod collections {
@@ -256,4 +278,33 @@ pub trait StateStore: Send + Sync + 'static {
     /// Unfenced single-value writes for processes that do not lead (membership, heartbeats).
     async fn put_unfenced(&self, collection: &str, key: &str, value: Bytes) -> Result<()>;
     async fn delete_unfenced(&self, collection: &str, key: &str) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_url_comes_from_the_flag_then_either_variable() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let both = env(&[
+            ("STRIDE_REDIS_URL", "redis://new/"),
+            ("STRIDE_REDIS", "redis://old/"),
+        ]);
+        assert_eq!(
+            redis_url(Some("redis://flag/".into()), &both),
+            "redis://flag/"
+        );
+        assert_eq!(redis_url(None, &both), "redis://new/");
+        assert_eq!(
+            redis_url(None, &env(&[("STRIDE_REDIS", "redis://old/")])),
+            "redis://old/"
+        );
+        assert_eq!(redis_url(None, &env(&[])), DEFAULT_REDIS_URL);
+    }
 }

@@ -2,16 +2,41 @@
 //! carries the epoch, and events are a Redis stream (so readers resume from the last id they saw).
 //! Leader writes run in one Lua script that checks the lease first, so a batch is applied whole
 //! or, when fenced, not at all.
+//!
+//! ## One Redis, or a master found through Sentinel
+//! A `redis://` (or `rediss://`) URL names one server; redis-rs's `ConnectionManager` reconnects
+//! to it. A `redis+sentinel://` URL names sentinels and a master name ([`crate::sentinel`]):
+//! commands go to the master they name, and when a command fails on its connection, or the node
+//! answers `READONLY` or `MASTERDOWN` because a failover demoted it, the store asks the sentinels
+//! again and repeats the command on the new master, until the URL's `failover_timeout`.
+//!
+//! ## Writes survive losing the master
+//! Replication is asynchronous, so a write the master acknowledged can be gone after a failover.
+//! With `wait_replicas=N` (1 by default with Sentinel) every write is followed, in the same
+//! pipeline, by `WAIT N <wait_timeout>`, and is reported done only when N replicas have it; when
+//! fewer acknowledge in time the caller gets [`StoreError::Unavailable`], never `Ok`. That covers
+//! the epoch increment of an election and every renewal as well as commits, so a new master
+//! cannot hand out an epoch an earlier leader acted under.
+//!
+//! A commit repeated after its answer was lost (a broken connection, too few replicas) must not
+//! apply its events twice: each commit carries an id, the script records the last applied one
+//! (`<prefix>:last-commit`), and the same batch committed again under the same lease reuses the
+//! id, so a repeat that finds it applied only waits for the replicas.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig, Script, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, Cmd, RedisError, RedisFuture, Script, Value};
 use tokio::sync::Mutex;
+use tracing::{debug, warn};
 
+use crate::sentinel::{is_sentinel_url, SentinelLink, SentinelUrl};
 use crate::{
     Batch, Candidate, LeaderRecord, Lease, Op, Result, StateStore, StoreError, StoredEvent,
     EVENT_STREAM_MAX_LEN,
@@ -21,7 +46,10 @@ const COMMIT: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED')
 end
-local i = 2
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+  return 'APPLIED'
+end
+local i = 3
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
@@ -37,6 +65,7 @@ while i <= n do
     return redis.error_reply('bad op ' .. tostring(op))
   end
 end
+redis.call('SET', KEYS[3], ARGV[2])
 return 'OK'
 "#;
 
@@ -60,20 +89,271 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return
 return 0
 "#;
 
+/// A Lua script run with `EVALSHA`, loaded when the server does not know it (a fresh master).
+struct Lua {
+    body: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Self {
+        Self {
+            body,
+            sha: Script::new(body).get_hash().to_string(),
+        }
+    }
+
+    fn cmd(&self, keys: &[String]) -> Cmd {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(&self.sha).arg(keys.len()).arg(keys);
+        c
+    }
+}
+
+struct Scripts {
+    commit: Lua,
+    acquire: Lua,
+    renew: Lua,
+    release: Lua,
+}
+
 /// A Redis-backed store. Cheap to clone: connections are shared.
 #[derive(Clone)]
 pub struct RedisStore {
-    /// Commands, pipelined over one auto-reconnecting connection.
-    conn: ConnectionManager,
+    /// Where commands go: one server, or the master Sentinel names.
+    link: Link,
     /// Blocking stream reads need a connection of their own, or they would stall every other
     /// command behind them.
-    client: redis::Client,
-    reader: std::sync::Arc<Mutex<Option<MultiplexedConnection>>>,
+    reader: Arc<Mutex<Option<Reader>>>,
     prefix: String,
-    commit: Script,
-    acquire: Script,
-    renew: Script,
-    release: Script,
+    options: Options,
+    scripts: Arc<Scripts>,
+    commits: Arc<CommitIds>,
+}
+
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per store: its size does not matter
+enum Link {
+    /// Commands pipelined over one auto-reconnecting connection to the URL's server.
+    Direct {
+        conn: ConnectionManager,
+        client: redis::Client,
+    },
+    Sentinel(Arc<SentinelLink>),
+}
+
+/// The event reader's connection, and the master generation it was opened to (0 for a
+/// direct link), so that it is replaced when the master is.
+struct Reader {
+    conn: MultiplexedConnection,
+    generation: u64,
+}
+
+/// A connection of either link, to run commands and pipelines on.
+#[derive(Clone)]
+enum Conn {
+    Direct(ConnectionManager),
+    Master(MultiplexedConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Direct(c) => c.req_packed_command(cmd),
+            Conn::Master(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Master(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Direct(c) => c.get_db(),
+            Conn::Master(c) => c.get_db(),
+        }
+    }
+}
+
+/// Names commits, so that one sent again after its answer was lost is applied once.
+struct CommitIds {
+    /// Unique to this store: commit ids of other processes never collide with ours.
+    nonce: String,
+    seq: AtomicU64,
+    /// The last commit whose outcome is unknown: lease token, batch, id.
+    unsettled: parking_lot::Mutex<Option<(String, Batch, String)>>,
+}
+
+impl CommitIds {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            nonce: format!("{:x}-{nanos:x}", std::process::id()),
+            seq: AtomicU64::new(0),
+            unsettled: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The id of the unsettled commit when this is that commit again, a new one otherwise.
+    fn id_for(&self, token: &str, batch: &Batch) -> String {
+        let mut unsettled = self.unsettled.lock();
+        if let Some((t, b, id)) = unsettled.take() {
+            if t == token && &b == batch {
+                return id;
+            }
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.nonce)
+    }
+
+    fn unsettled(&self, token: String, batch: Batch, id: String) {
+        *self.unsettled.lock() = Some((token, batch, id));
+    }
+}
+
+/// Stride's parameters in a Redis URL, taken off before the URL goes to the redis crate.
+const STORE_PARAMS: [&str; 3] = ["wait_replicas", "wait_timeout", "failover_timeout"];
+
+/// What the store's parameters of the URL ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Options {
+    /// Replicas that must have a write (`WAIT`) before the store reports it done.
+    wait_replicas: u32,
+    /// How long one `WAIT` waits for them.
+    wait_timeout: Duration,
+    /// How long one call keeps looking for a master after a failure (Sentinel URLs).
+    failover_timeout: Duration,
+}
+
+impl Options {
+    fn parse(params: &[(&'static str, String)], sentinel: bool) -> Result<Self> {
+        let mut o = Self {
+            wait_replicas: u32::from(sentinel),
+            wait_timeout: Duration::from_secs(1),
+            failover_timeout: Duration::from_secs(10),
+        };
+        for (key, value) in params {
+            let bad = |why: &str| StoreError::Unavailable(format!("{key}={value}: {why}"));
+            match *key {
+                "wait_replicas" => {
+                    o.wait_replicas = value.parse().map_err(|_| bad("not a count"))?
+                }
+                "wait_timeout" => {
+                    o.wait_timeout = parse_duration(value)
+                        .ok_or_else(|| bad("not a duration such as 500ms or 2s"))?
+                }
+                "failover_timeout" => {
+                    o.failover_timeout = parse_duration(value)
+                        .ok_or_else(|| bad("not a duration such as 500ms or 2s"))?
+                }
+                _ => {}
+            }
+        }
+        if o.wait_replicas > 0 && o.wait_timeout.is_zero() {
+            // `WAIT n 0` blocks for ever.
+            return Err(StoreError::Unavailable(
+                "wait_timeout must be more than 0 when wait_replicas is set".into(),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "ms"),
+    };
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+/// How a call failed, in the terms that decide whether to send it again.
+#[derive(Debug)]
+enum CallError {
+    /// The connection failed: the command may or may not have run.
+    Transport(RedisError),
+    /// The server refused the command, so it did not run.
+    Refused {
+        code: String,
+        message: String,
+    },
+    Fenced,
+    /// It ran, but fewer replicas than required acknowledged it in time; `reply` is its answer.
+    NotReplicated {
+        acked: i64,
+        wanted: u32,
+        timeout: Duration,
+        reply: Value,
+    },
+    Other(String),
+}
+
+impl From<RedisError> for CallError {
+    fn from(e: RedisError) -> Self {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            return CallError::Transport(e);
+        }
+        match e.code() {
+            Some(code) => CallError::Refused {
+                code: code.to_string(),
+                message: e.to_string(),
+            },
+            None => CallError::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<CallError> for StoreError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Fenced => StoreError::Fenced,
+            CallError::Transport(e) => StoreError::Unavailable(e.to_string()),
+            CallError::Refused { message, .. } => StoreError::Unavailable(message),
+            CallError::NotReplicated {
+                acked,
+                wanted,
+                timeout,
+                ..
+            } => StoreError::Unavailable(format!(
+                "the write reached {acked} of the {wanted} replicas required within {timeout:?}; \
+                 it is not acknowledged"
+            )),
+            CallError::Other(e) => StoreError::Unavailable(e),
+        }
+    }
+}
+
+/// Error codes of a node that is not (or no longer) the master: find the master again.
+const NOT_MASTER: [&str; 3] = ["READONLY", "MASTERDOWN", "LOADING"];
+/// Error codes of a master that may take the command a moment later.
+const BUSY: [&str; 2] = ["NOREPLICAS", "TRYAGAIN"];
+
+/// Whether a call may be sent again after its connection failed under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Running it twice is the same as once (reads, `HSET`, renewals, deduplicated commits).
+    Safe,
+    /// Running it twice is not (an election): report the failure instead.
+    Once,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -85,6 +365,11 @@ const TLS_PARAMS: [&str; 3] = ["tls_ca", "tls_cert", "tls_key"];
 
 /// The URL without Stride's TLS parameters, and their values by name.
 fn split_tls_params(url: &str) -> (String, Vec<(&'static str, String)>) {
+    take_params(url, &TLS_PARAMS)
+}
+
+/// The URL without the query parameters `names`, and their values by name.
+fn take_params(url: &str, names: &[&'static str]) -> (String, Vec<(&'static str, String)>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_string(), Vec::new());
     };
@@ -93,11 +378,11 @@ fn split_tls_params(url: &str) -> (String, Vec<(&'static str, String)>) {
         None => (query, None),
     };
     let mut kept = Vec::new();
-    let mut tls = Vec::new();
+    let mut taken = Vec::new();
     for pair in fragment_free.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match TLS_PARAMS.iter().find(|k| **k == key) {
-            Some(k) => tls.push((*k, value.to_string())),
+        match names.iter().find(|k| **k == key) {
+            Some(k) => taken.push((*k, value.to_string())),
             None => kept.push(pair),
         }
     }
@@ -110,11 +395,11 @@ fn split_tls_params(url: &str) -> (String, Vec<(&'static str, String)>) {
         clean.push('#');
         clean.push_str(f);
     }
-    (clean, tls)
+    (clean, taken)
 }
 
 /// A client for `url`, with the CA and client certificate its TLS parameters name.
-fn client(url: &str) -> Result<redis::Client> {
+pub(crate) fn client(url: &str) -> Result<redis::Client> {
     let (clean, tls) = split_tls_params(url);
     if tls.is_empty() {
         return redis::Client::open(clean).map_err(unavailable);
@@ -155,32 +440,58 @@ fn client(url: &str) -> Result<redis::Client> {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port/db`, or `rediss://` for TLS);
-    /// every key starts with `prefix:`.
+    /// Connects to `url`; every key starts with `prefix:`.
     ///
-    /// `user:password` authenticates as that ACL user (`AUTH user password`); a password alone
-    /// (`redis://:password@host`) is `requirepass`'s. With `rediss://` the server's certificate
-    /// is checked against the system's roots, or against the PEM CA named by the query
-    /// parameter `tls_ca=/path`; `tls_cert=/path&tls_key=/path` present a client certificate
-    /// (for servers started with `tls-auth-clients yes`).
+    /// - `redis://[user:password@]host:port/db`, or `rediss://` for TLS: one server.
+    ///   `user:password` authenticates as that ACL user (`AUTH user password`); a password
+    ///   alone (`redis://:password@host`) is `requirepass`'s. With `rediss://` the server's
+    ///   certificate is checked against the system's roots, or against the PEM CA named by the
+    ///   query parameter `tls_ca=/path`; `tls_cert=/path&tls_key=/path` present a client
+    ///   certificate (for servers started with `tls-auth-clients yes`).
+    /// - `redis+sentinel://[user:password@]host:port[,host:port…]/<master-name>[?db=N]`, or
+    ///   `rediss+sentinel://`: the master the sentinels monitor under that name, found again
+    ///   after every failover. The credentials are the Redis nodes'; `sentinel_user=` and
+    ///   `sentinel_password=` are the sentinels' own, when they have any.
+    ///
+    /// Either form takes `wait_replicas=N` (default 1 with Sentinel, 0 otherwise) and
+    /// `wait_timeout=1s`: a write is reported done only once N replicas acknowledged it within
+    /// the timeout. Sentinel URLs take `failover_timeout=10s`, how long one call keeps looking
+    /// for a master before it reports the store unavailable.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = client(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
+        let (url, params) = take_params(url, &STORE_PARAMS);
+        let sentinel = is_sentinel_url(&url);
+        let options = Options::parse(&params, sentinel)?;
+        let link = if sentinel {
+            let link =
+                SentinelLink::new(SentinelUrl::parse(&url).map_err(StoreError::Unavailable)?);
+            // Fail now, as a direct connection does, rather than at the first command.
+            link.master(Instant::now() + options.failover_timeout)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            Link::Sentinel(Arc::new(link))
+        } else {
+            let client = client(&url)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(10) + options.wait_timeout))
+                .set_number_of_retries(2);
+            let conn = ConnectionManager::new_with_config(client.clone(), config)
+                .await
+                .map_err(unavailable)?;
+            Link::Direct { conn, client }
+        };
         Ok(Self {
-            conn,
-            client,
+            link,
             reader: Default::default(),
             prefix: prefix.to_string(),
-            commit: Script::new(COMMIT),
-            acquire: Script::new(ACQUIRE),
-            renew: Script::new(RENEW),
-            release: Script::new(RELEASE),
+            options,
+            scripts: Arc::new(Scripts {
+                commit: Lua::new(COMMIT),
+                acquire: Lua::new(ACQUIRE),
+                renew: Lua::new(RENEW),
+                release: Lua::new(RELEASE),
+            }),
+            commits: Arc::new(CommitIds::new()),
         })
     }
 
@@ -196,22 +507,165 @@ impl RedisStore {
     fn events_key(&self) -> String {
         format!("{}:events", self.prefix)
     }
+    fn last_commit_key(&self) -> String {
+        format!("{}:last-commit", self.prefix)
+    }
 
-    async fn reader(&self, block: Duration) -> Result<MultiplexedConnection> {
-        let mut guard = self.reader.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+    /// Runs `op` on a connection. Through Sentinel, a failure that shows the master gone
+    /// forgets it and runs `op` again on the one the sentinels name next (only if it did not
+    /// run, unless `replay` is [`Replay::Safe`]), until the failover timeout.
+    async fn call<T, F, Fut>(&self, replay: Replay, mut op: F) -> Result<T, CallError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let link = match &self.link {
+            Link::Direct { conn, .. } => return op(Conn::Direct(conn.clone())).await,
+            Link::Sentinel(link) => link,
+        };
+        let deadline = Instant::now() + self.options.failover_timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let master = link.master(deadline).await.map_err(CallError::Other)?;
+            let err = match op(Conn::Master(master.conn.clone())).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let again = match &err {
+                CallError::Transport(_) => {
+                    link.forget(master.generation).await;
+                    replay == Replay::Safe
+                }
+                CallError::Refused { code, .. } if NOT_MASTER.contains(&code.as_str()) => {
+                    link.forget(master.generation).await;
+                    true
+                }
+                CallError::Refused { code, .. } => BUSY.contains(&code.as_str()),
+                CallError::NotReplicated { .. } => replay == Replay::Safe,
+                CallError::Fenced | CallError::Other(_) => false,
+            };
+            if !again || Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            debug!(master = %master.addr, error = ?err, "Redis call failed; trying again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Sends `cmd`, then (when `wait` and replicas are required) `WAIT` in the same pipeline,
+    /// so both go over one connection; loads `lua` once if the server does not know it.
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        cmd: &Cmd,
+        lua: Option<&Lua>,
+        wait: bool,
+    ) -> Result<Value, CallError> {
+        let wanted = if wait { self.options.wait_replicas } else { 0 };
+        let mut loaded = false;
+        loop {
+            let mut p = redis::pipe();
+            p.ignore_errors().add_command(cmd.clone());
+            if wanted > 0 {
+                p.cmd("WAIT")
+                    .arg(wanted)
+                    .arg(self.options.wait_timeout.as_millis() as u64);
+            }
+            let reply: Value = p.query_async(conn).await?;
+            let mut replies = match reply {
+                Value::Array(r) if !r.is_empty() => r.into_iter(),
+                other => return Err(CallError::Other(format!("unexpected reply {other:?}"))),
+            };
+            let first = replies.next().unwrap_or(Value::Nil);
+            if let Value::ServerError(e) = &first {
+                // Redis 7 reports a script's `error_reply('FENCED')` as `ERR FENCED`.
+                let fenced = e.code() == "FENCED"
+                    || e.details()
+                        .is_some_and(|d| d.split_whitespace().next() == Some("FENCED"));
+                if fenced {
+                    return Err(CallError::Fenced);
+                }
+                match (e.code(), lua) {
+                    ("NOSCRIPT", Some(lua)) if !loaded => {
+                        let _: String = redis::cmd("SCRIPT")
+                            .arg("LOAD")
+                            .arg(lua.body)
+                            .query_async(conn)
+                            .await?;
+                        loaded = true;
+                        continue;
+                    }
+                    (code, _) => {
+                        return Err(CallError::Refused {
+                            code: code.to_string(),
+                            message: format!("{code} {}", e.details().unwrap_or_default()),
+                        })
+                    }
+                }
+            }
+            if wanted > 0 {
+                match replies.next() {
+                    Some(Value::Int(n)) if n >= i64::from(wanted) => {}
+                    Some(Value::Int(n)) => {
+                        return Err(CallError::NotReplicated {
+                            acked: n,
+                            wanted,
+                            timeout: self.options.wait_timeout,
+                            reply: first,
+                        })
+                    }
+                    other => {
+                        return Err(CallError::Other(format!("unexpected WAIT reply {other:?}")))
+                    }
+                }
+            }
+            return Ok(first);
+        }
+    }
+
+    /// The event reader's connection: to the server, or to the current master.
+    async fn reader(&self, block: Duration) -> Result<(MultiplexedConnection, u64)> {
+        let mut guard = self.reader.lock().await;
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(block + Duration::from_secs(30)));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(unavailable)?;
-        *guard = Some(c.clone());
-        Ok(c)
+        match &self.link {
+            Link::Direct { client, .. } => {
+                if let Some(r) = guard.as_ref() {
+                    return Ok((r.conn.clone(), 0));
+                }
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map_err(unavailable)?;
+                *guard = Some(Reader {
+                    conn: conn.clone(),
+                    generation: 0,
+                });
+                Ok((conn, 0))
+            }
+            Link::Sentinel(link) => {
+                let current = link.current_generation();
+                if let Some(r) = guard.as_ref().filter(|r| r.generation == current) {
+                    return Ok((r.conn.clone(), r.generation));
+                }
+                let master = link
+                    .master(Instant::now() + self.options.failover_timeout)
+                    .await
+                    .map_err(StoreError::Unavailable)?;
+                let conn = master
+                    .client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map_err(unavailable)?;
+                *guard = Some(Reader {
+                    conn: conn.clone(),
+                    generation: master.generation,
+                });
+                Ok((conn, master.generation))
+            }
+        }
     }
 
     fn events_from(reply: StreamRangeReply) -> Vec<StoredEvent> {
@@ -229,40 +683,60 @@ impl RedisStore {
     }
 }
 
+/// A script's string answer (a lease token).
+fn token_of(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl StateStore for RedisStore {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<Bytes>> {
-        let mut c = self.conn.clone();
-        let v: Option<Vec<u8>> = c
-            .hget(self.coll_key(collection), key)
-            .await
-            .map_err(unavailable)?;
+        let k = self.coll_key(collection);
+        let v: Option<Vec<u8>> = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.hget(k, key).await?) }
+            })
+            .await?;
         Ok(v.map(Bytes::from))
     }
 
     async fn get_all(&self, collection: &str) -> Result<Vec<(String, Bytes)>> {
-        let mut c = self.conn.clone();
-        let v: Vec<(String, Vec<u8>)> = c
-            .hgetall(self.coll_key(collection))
-            .await
-            .map_err(unavailable)?;
+        let k = self.coll_key(collection);
+        let v: Vec<(String, Vec<u8>)> = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.hgetall(k).await?) }
+            })
+            .await?;
         Ok(v.into_iter().map(|(k, b)| (k, Bytes::from(b))).collect())
     }
 
     async fn keys(&self, collection: &str) -> Result<Vec<String>> {
-        let mut c = self.conn.clone();
-        c.hkeys(self.coll_key(collection))
-            .await
-            .map_err(unavailable)
+        let k = self.coll_key(collection);
+        Ok(self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.hkeys(k).await?) }
+            })
+            .await?)
     }
 
     async fn commit(&self, lease: &Lease, batch: Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut inv = self.commit.key(self.lease_key());
-        inv.key(self.events_key());
-        inv.arg(lease.token());
+        let token = lease.token();
+        let id = self.commits.id_for(&token, &batch);
+        let mut cmd =
+            self.scripts
+                .commit
+                .cmd(&[self.lease_key(), self.events_key(), self.last_commit_key()]);
+        cmd.arg(&token).arg(&id);
         for op in &batch.ops {
             match op {
                 Op::Put {
@@ -270,81 +744,131 @@ impl StateStore for RedisStore {
                     key,
                     value,
                 } => {
-                    inv.arg("P")
+                    cmd.arg("P")
                         .arg(self.coll_key(collection))
                         .arg(key)
                         .arg(value.as_ref());
                 }
                 Op::Delete { collection, key } => {
-                    inv.arg("D").arg(self.coll_key(collection)).arg(key);
+                    cmd.arg("D").arg(self.coll_key(collection)).arg(key);
                 }
                 Op::Drop { collection } => {
-                    inv.arg("X").arg(self.coll_key(collection));
+                    cmd.arg("X").arg(self.coll_key(collection));
                 }
                 Op::Event { body } => {
-                    inv.arg("E").arg(EVENT_STREAM_MAX_LEN).arg(body.as_ref());
+                    cmd.arg("E").arg(EVENT_STREAM_MAX_LEN).arg(body.as_ref());
                 }
             }
         }
-        let mut c = self.conn.clone();
-        match inv.invoke_async::<Value>(&mut c).await {
+        let result = self
+            .call(Replay::Safe, |mut c| {
+                let cmd = &cmd;
+                async move {
+                    self.write(&mut c, cmd, Some(&self.scripts.commit), true)
+                        .await
+                }
+            })
+            .await;
+        match result {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("FENCED") => Err(StoreError::Fenced),
-            Err(e) => Err(unavailable(e)),
+            Err(CallError::Fenced) => Err(StoreError::Fenced),
+            Err(e) => {
+                // It may have been applied: the same batch again must not apply twice.
+                self.commits.unsettled(token, batch, id);
+                Err(e.into())
+            }
         }
     }
 
     async fn try_acquire(&self, candidate: &Candidate, ttl: Duration) -> Result<Option<Lease>> {
-        let mut c = self.conn.clone();
         let tail = format!(
             "{}|{}|{}",
             candidate.scheduler_id, candidate.grpc_address, candidate.http_address
         );
-        let token: Option<String> = self
+        let mut cmd = self
+            .scripts
             .acquire
-            .key(self.lease_key())
-            .key(self.epoch_key())
-            .arg(tail)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        match token {
-            None => Ok(None),
-            Some(t) => LeaderRecord::from_token(&t)
-                .map(|record| Some(Lease { record }))
-                .ok_or_else(|| StoreError::Corrupt(format!("lease value {t}"))),
-        }
+            .cmd(&[self.lease_key(), self.epoch_key()]);
+        cmd.arg(tail).arg(ttl.as_millis() as u64);
+        // Not repeated after a lost answer: a second election would find the lease taken
+        // (by the first) and report it lost.
+        let reply = self
+            .call(Replay::Once, |mut c| {
+                let cmd = &cmd;
+                async move {
+                    self.write(&mut c, cmd, Some(&self.scripts.acquire), true)
+                        .await
+                }
+            })
+            .await;
+        let token = match reply {
+            Ok(Value::Nil) => return Ok(None),
+            Ok(v) => {
+                token_of(&v).ok_or_else(|| StoreError::Corrupt(format!("lease reply {v:?}")))?
+            }
+            Err(CallError::NotReplicated { reply, .. }) if token_of(&reply).is_some() => {
+                // Won, but the new epoch is on the master alone and could be handed out again
+                // after a failover: give the term back rather than lead in it.
+                let token = token_of(&reply).unwrap_or_default();
+                let lost = StoreError::Unavailable(format!(
+                    "elected, but fewer than {} replicas acknowledged the new epoch within {:?}; \
+                     the lease was given back",
+                    self.options.wait_replicas, self.options.wait_timeout
+                ));
+                if let Some(record) = LeaderRecord::from_token(&token) {
+                    if let Err(e) = self.release(&Lease { record }).await {
+                        warn!(error = %e, "could not give back an unreplicated lease; it expires");
+                    }
+                }
+                return Err(lost);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        LeaderRecord::from_token(&token)
+            .map(|record| Some(Lease { record }))
+            .ok_or_else(|| StoreError::Corrupt(format!("lease value {token}")))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let mut c = self.conn.clone();
-        let n: i64 = self
-            .renew
-            .key(self.lease_key())
-            .arg(lease.token())
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(n == 1)
+        let mut cmd = self.scripts.renew.cmd(&[self.lease_key()]);
+        cmd.arg(lease.token()).arg(ttl.as_millis() as u64);
+        // Replicated too: a renewal only the old master saw would let a new master expire the
+        // lease while its holder still leads.
+        let v = self
+            .call(Replay::Safe, |mut c| {
+                let cmd = &cmd;
+                async move {
+                    self.write(&mut c, cmd, Some(&self.scripts.renew), true)
+                        .await
+                }
+            })
+            .await?;
+        Ok(matches!(v, Value::Int(1)))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let mut c = self.conn.clone();
-        let _: i64 = self
-            .release
-            .key(self.lease_key())
-            .arg(lease.token())
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+        let mut cmd = self.scripts.release.cmd(&[self.lease_key()]);
+        cmd.arg(lease.token());
+        // A release lost in a failover only leaves the lease to expire: no WAIT.
+        self.call(Replay::Safe, |mut c| {
+            let cmd = &cmd;
+            async move {
+                self.write(&mut c, cmd, Some(&self.scripts.release), false)
+                    .await
+            }
+        })
+        .await?;
         Ok(())
     }
 
     async fn leader(&self) -> Result<Option<LeaderRecord>> {
-        let mut c = self.conn.clone();
-        let v: Option<String> = c.get(self.lease_key()).await.map_err(unavailable)?;
+        let k = self.lease_key();
+        let v: Option<String> = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.get(k).await?) }
+            })
+            .await?;
         Ok(v.as_deref().and_then(LeaderRecord::from_token))
     }
 
@@ -358,7 +882,7 @@ impl StateStore for RedisStore {
             Some(a) => a.to_string(),
             None => self.last_event_id().await?,
         };
-        let mut c = self.reader(block).await?;
+        let (mut c, generation) = self.reader(block).await?;
         let opts = StreamReadOptions::default()
             .count(max)
             .block(block.as_millis().max(1) as usize);
@@ -366,8 +890,13 @@ impl StateStore for RedisStore {
             match c.xread_options(&[self.events_key()], &[after], &opts).await {
                 Ok(r) => r,
                 Err(e) => {
-                    // Drop the reader so the next call reconnects.
+                    // Drop the reader so the next call reconnects, to the master of the moment.
                     *self.reader.lock().await = None;
+                    if let Link::Sentinel(link) = &self.link {
+                        if matches!(CallError::from(e.clone()), CallError::Transport(_)) {
+                            link.forget(generation).await;
+                        }
+                    }
                     return Err(unavailable(e));
                 }
             };
@@ -382,37 +911,51 @@ impl StateStore for RedisStore {
     }
 
     async fn last_event_id(&self) -> Result<String> {
-        let mut c = self.conn.clone();
-        let r: StreamRangeReply = c
-            .xrevrange_count(self.events_key(), "+", "-", 1)
-            .await
-            .map_err(unavailable)?;
+        let k = self.events_key();
+        let r: StreamRangeReply = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.xrevrange_count(k, "+", "-", 1).await?) }
+            })
+            .await?;
         Ok(r.ids
             .first()
             .map_or_else(|| "0".to_string(), |i| i.id.clone()))
     }
 
     async fn first_event_id(&self) -> Result<Option<String>> {
-        let mut c = self.conn.clone();
-        let r: StreamRangeReply = c
-            .xrange_count(self.events_key(), "-", "+", 1)
-            .await
-            .map_err(unavailable)?;
+        let k = self.events_key();
+        let r: StreamRangeReply = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.xrange_count(k, "-", "+", 1).await?) }
+            })
+            .await?;
         Ok(r.ids.first().map(|i| i.id.clone()))
     }
 
     async fn put_unfenced(&self, collection: &str, key: &str, value: Bytes) -> Result<()> {
-        let mut c = self.conn.clone();
-        c.hset::<_, _, _, ()>(self.coll_key(collection), key, value.as_ref())
-            .await
-            .map_err(unavailable)
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.coll_key(collection))
+            .arg(key)
+            .arg(value.as_ref());
+        self.call(Replay::Safe, |mut c| {
+            let cmd = &cmd;
+            async move { self.write(&mut c, cmd, None, true).await }
+        })
+        .await?;
+        Ok(())
     }
 
     async fn delete_unfenced(&self, collection: &str, key: &str) -> Result<()> {
-        let mut c = self.conn.clone();
-        c.hdel::<_, _, ()>(self.coll_key(collection), key)
-            .await
-            .map_err(unavailable)
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.coll_key(collection)).arg(key);
+        self.call(Replay::Safe, |mut c| {
+            let cmd = &cmd;
+            async move { self.write(&mut c, cmd, None, true).await }
+        })
+        .await?;
+        Ok(())
     }
 }
 
@@ -442,5 +985,63 @@ mod tests {
         assert!(tls.is_empty());
         assert!(client("redis://h/?tls_ca=/x").is_err());
         assert!(client("rediss://h/?tls_cert=/x").is_err());
+    }
+
+    #[test]
+    fn store_parameters_default_by_url_kind() {
+        let (clean, params) = take_params(
+            "redis+sentinel://s1,s2/m?db=2&wait_timeout=250ms&failover_timeout=30s",
+            &STORE_PARAMS,
+        );
+        assert_eq!(clean, "redis+sentinel://s1,s2/m?db=2");
+        let o = Options::parse(&params, true).expect("valid");
+        assert_eq!(
+            o.wait_replicas, 1,
+            "Sentinel waits for one replica unless told"
+        );
+        assert_eq!(o.wait_timeout, Duration::from_millis(250));
+        assert_eq!(o.failover_timeout, Duration::from_secs(30));
+
+        let (_, params) = take_params("redis://h:6379/", &STORE_PARAMS);
+        assert_eq!(
+            Options::parse(&params, false).expect("valid").wait_replicas,
+            0
+        );
+        let (_, params) = take_params("redis://h/?wait_replicas=2&wait_timeout=2", &STORE_PARAMS);
+        let o = Options::parse(&params, false).expect("valid");
+        assert_eq!(
+            (o.wait_replicas, o.wait_timeout),
+            (2, Duration::from_millis(2))
+        );
+
+        for bad in [
+            "redis://h/?wait_replicas=x",
+            "redis://h/?wait_timeout=1h",
+            "redis://h/?wait_replicas=1&wait_timeout=0",
+        ] {
+            let (_, params) = take_params(bad, &STORE_PARAMS);
+            assert!(Options::parse(&params, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_commit_keeps_its_id() {
+        let ids = CommitIds::new();
+        let mut b = Batch::new();
+        b.put("c", "k", Bytes::from_static(b"v"));
+        let first = ids.id_for("t1", &b);
+        ids.unsettled("t1".into(), b.clone(), first.clone());
+        assert_eq!(ids.id_for("t1", &b), first, "the same batch again");
+        ids.unsettled("t1".into(), b.clone(), first.clone());
+        assert_ne!(ids.id_for("t2", &b), first, "another term");
+        let mut other = Batch::new();
+        other.put("c", "k", Bytes::from_static(b"w"));
+        ids.unsettled("t1".into(), b.clone(), first.clone());
+        assert_ne!(ids.id_for("t1", &other), first, "another batch");
+        assert_ne!(
+            ids.id_for("t1", &b),
+            first,
+            "settled once another commit was sent"
+        );
     }
 }

@@ -95,6 +95,10 @@ async fn run(
     scheduler.http_address = args.listen.to_string();
     // One process: there is no other scheduler to fail over to, and no agent to wait for.
     scheduler.tuning.reregistration_grace = std::time::Duration::from_secs(1);
+    // Nobody else campaigns for the lease, so a long one costs nothing, and a machine busy
+    // with a big deployment cannot make the only scheduler lose it.
+    scheduler.lease_ttl = std::time::Duration::from_secs(30);
+    scheduler.renew_interval = std::time::Duration::from_secs(5);
     let scheduler_task = actix_rt::spawn(stride_scheduler::run(
         scheduler,
         grpc,

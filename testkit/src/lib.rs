@@ -240,3 +240,265 @@ pub fn has_interpreter(elf: &[u8]) -> bool {
             .is_some_and(|t| t == [3, 0, 0, 0])
     })
 }
+
+/// Runs `redis-cli -p <port> <args>` against 127.0.0.1 and returns its raw output, `None` when
+/// it fails or does not answer within 5 s.
+pub fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    Some(out)
+}
+
+/// `field:value` lines of an `INFO` reply (or `field\nvalue` pairs of a `--raw` `SENTINEL`
+/// reply, with `pairs`), looked up by field.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{field}:")))
+        .map(str::to_string)
+}
+
+fn raw_pairs_field(reply: &str, field: &str) -> Option<String> {
+    let lines: Vec<&str> = reply.lines().map(str::trim).collect();
+    lines
+        .chunks(2)
+        .find(|kv| kv.first() == Some(&field))
+        .and_then(|kv| kv.get(1))
+        .map(|v| v.to_string())
+}
+
+/// A `redis-sentinel` of its own on a free loopback port, watching the master `name` at
+/// `127.0.0.1:master_port`. Stopped (SIGKILL) when dropped.
+pub struct RedisSentinel {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// Starts a sentinel that calls the master down after `down_after` without an answer and
+    /// fails over with `quorum` sentinels agreeing.
+    pub fn start(name: &str, master_port: u16, quorum: u32, down_after: Duration) -> Self {
+        let ms = down_after.as_millis();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let port = free_port();
+            // Sentinel rewrites its configuration file, so each has its own.
+            let conf = dir.path().join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\nlogfile \"\"\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {ms}\n\
+                 sentinel failover-timeout {name} {failover}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.path().display(),
+                failover = (ms * 4).max(2000),
+            );
+            std::fs::write(&conf, text).unwrap_or_else(|e| panic!("sentinel.conf: {e}"));
+            let child = Command::new(sentinel_binary())
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("redis-sentinel must be installed (scripts/test installs it): {e}")
+                });
+            let mut sentinel = Self { child, port, dir };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return sentinel;
+                }
+                if let Ok(Some(_)) = sentinel.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(sentinel);
+        }
+        panic!("redis-sentinel did not start");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The master's port as this sentinel knows it.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        let out = redis_cli(self.port, &["SENTINEL", "get-master-addr-by-name", name])?;
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sentinel_binary() -> PathBuf {
+    std::env::var_os("STRIDE_REDIS_SENTINEL")
+        .map_or_else(|| PathBuf::from("redis-sentinel"), PathBuf::from)
+}
+
+/// A Redis master with replicas, watched by sentinels (quorum: a majority), all on loopback.
+/// Sentinels call a node down after 1 s of silence, so a failover takes a few seconds.
+pub struct RedisHa {
+    pub master_name: String,
+    /// The nodes by port; a killed one is removed.
+    pub nodes: Vec<RedisServer>,
+    pub sentinels: Vec<RedisSentinel>,
+}
+
+impl RedisHa {
+    /// Starts a master, `replicas` replicas of it, and `sentinels` sentinels, and waits until
+    /// every replica is in sync and every sentinel knows all the replicas and the other
+    /// sentinels, so a failover can happen.
+    pub fn start(replicas: usize, sentinels: usize) -> Self {
+        let name = "stride-ha".to_string();
+        // Without the 5 s a master waits for more replicas before a diskless full sync.
+        let quick = ["--repl-diskless-sync-delay", "0"];
+        let master = RedisServer::start_with(&quick);
+        let master_port = master.port.to_string();
+        let mut nodes = vec![master];
+        for _ in 0..replicas {
+            let replica_of = ["--replicaof", "127.0.0.1", &master_port];
+            nodes.push(RedisServer::start_with(
+                &[&quick[..], &replica_of[..]].concat(),
+            ));
+        }
+        let port = nodes[0].port;
+        eventually(Duration::from_secs(30), "replicas in sync", || {
+            let info = redis_cli(port, &["INFO", "replication"])?;
+            let online = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                .count();
+            (online == replicas).then_some(())
+        });
+        let quorum = (sentinels / 2 + 1) as u32;
+        let sentinels = (0..sentinels)
+            .map(|_| RedisSentinel::start(&name, port, quorum, Duration::from_millis(1000)))
+            .collect();
+        let ha = Self {
+            master_name: name,
+            nodes,
+            sentinels,
+        };
+        ha.wait_ready(Duration::from_secs(30));
+        ha
+    }
+
+    /// `redis+sentinel://` URL of the group, with `extra` query parameters (`a=b&c=d`).
+    pub fn url(&self, extra: &str) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| s.addr()).collect();
+        let mut url = format!("redis+sentinel://{}/{}", hosts.join(","), self.master_name);
+        if !extra.is_empty() {
+            url.push('?');
+            url.push_str(extra);
+        }
+        url
+    }
+
+    /// The master's port, as the sentinels agree on it.
+    pub fn master_port(&self) -> Option<u16> {
+        let mut ports = self
+            .sentinels
+            .iter()
+            .map(|s| s.master_port(&self.master_name));
+        let first = ports.next()??;
+        ports.all(|p| p == Some(first)).then_some(first)
+    }
+
+    /// Waits until the sentinels agree on a master that `ROLE` confirms, which has every
+    /// other live node as a replica in sync, and every sentinel knows them all and the other
+    /// sentinels.
+    pub fn wait_ready(&self, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            let state = match self.ready() {
+                Ok(port) => return port,
+                Err(state) => state,
+            };
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {within:?} waiting for a master with its replicas, seen by \
+                     every sentinel; last seen: {state}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The master's port when the group is ready, what is missing otherwise.
+    fn ready(&self) -> Result<u16, String> {
+        let replicas = self.nodes.len().saturating_sub(1);
+        let others = self.sentinels.len().saturating_sub(1);
+        let port = self
+            .master_port()
+            .ok_or("the sentinels do not agree on a master")?;
+        let role = redis_cli(port, &["ROLE"]).ok_or(format!("no ROLE from {port}"))?;
+        if role.lines().next().map(str::trim) != Some("master") {
+            return Err(format!("{port} is not a master: {role:?}"));
+        }
+        let info =
+            redis_cli(port, &["INFO", "replication"]).ok_or(format!("no INFO from {port}"))?;
+        let online = info
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count();
+        if online != replicas || info_field(&info, "role").as_deref() != Some("master") {
+            return Err(format!(
+                "{port} has {online} of {replicas} replicas in sync: {info:?}"
+            ));
+        }
+        for s in &self.sentinels {
+            let m = redis_cli(s.port, &["SENTINEL", "MASTER", &self.master_name])
+                .ok_or(format!("no answer from sentinel {}", s.port))?;
+            let num = |f: &str| raw_pairs_field(&m, f).and_then(|v| v.parse::<usize>().ok());
+            let flags = raw_pairs_field(&m, "flags").unwrap_or_default();
+            if num("num-slaves").unwrap_or(0) < replicas
+                || num("num-other-sentinels") != Some(others)
+                || flags != "master"
+            {
+                return Err(format!(
+                    "sentinel {} sees slaves {:?}, other sentinels {:?}, flags {flags:?}",
+                    s.port,
+                    num("num-slaves"),
+                    num("num-other-sentinels")
+                ));
+            }
+        }
+        Ok(port)
+    }
+
+    /// Kills (SIGKILL) the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes.retain(|n| n.port != port);
+    }
+}

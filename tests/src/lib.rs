@@ -402,6 +402,9 @@ pub struct Flags {
     pub gateway: Vec<String>,
     pub scheduler: Vec<String>,
     pub agent: Vec<String>,
+    /// The store URL the schedulers and the gateway use instead of the cluster's own Redis
+    /// (a `redis+sentinel://` URL).
+    pub redis_url: Option<String>,
 }
 
 impl Cluster {
@@ -415,12 +418,13 @@ impl Cluster {
     pub fn start_with(schedulers: usize, agents: usize, flags: Flags) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let redis = RedisServer::start();
+        let redis_url = flags.redis_url.clone().unwrap_or_else(|| redis.url());
         let scheduler_ports: Vec<u16> = (0..schedulers).map(|_| free_port()).collect();
         let mut procs = Vec::new();
         for (i, port) in scheduler_ports.iter().enumerate() {
             procs.push(Self::scheduler_proc(
                 dir.path(),
-                &redis,
+                &redis_url,
                 i,
                 *port,
                 &flags.scheduler,
@@ -431,7 +435,7 @@ impl Cluster {
             "--listen".into(),
             format!("127.0.0.1:{http_port}"),
             "--redis".into(),
-            redis.url(),
+            redis_url,
             "--advertised-address".into(),
             format!("127.0.0.1:{http_port}"),
         ];
@@ -472,18 +476,12 @@ impl Cluster {
         }
     }
 
-    fn scheduler_proc(
-        dir: &Path,
-        redis: &RedisServer,
-        i: usize,
-        port: u16,
-        extra: &[String],
-    ) -> Proc {
+    fn scheduler_proc(dir: &Path, redis_url: &str, i: usize, port: u16, extra: &[String]) -> Proc {
         let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--redis".into(),
-            redis.url(),
+            redis_url.into(),
             "--id".into(),
             format!("scheduler-{i}"),
         ];

@@ -435,11 +435,19 @@ async fn leader_and_redis_faults_lose_nothing() {
     figure(fault, "a scheduler leads again", led);
     first_write(&stack, "/after-redis", Duration::from_secs(30)).await;
     figure(fault, "first write accepted", t0.elapsed());
-    let r = stack
+    // The creation's own (empty) deployment may still be open for a moment: 409 until then.
+    stack
         .api
-        .put("/v2/apps/after-redis", r#"{"instances":1}"#)
+        .until(
+            Duration::from_secs(10),
+            "the scale-up of /after-redis accepted",
+            |api| async move {
+                let r = api.put("/v2/apps/after-redis", r#"{"instances":1}"#).await;
+                assert!(r.status == 200 || r.status == 409, "{}", r.text);
+                (r.status == 200).then_some(())
+            },
+        )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
     app_until(
         &stack.api,
         "/after-redis",
@@ -667,8 +675,10 @@ async fn partitions_of_an_agent_and_a_health_checker_and_scaling_checkers() {
         ),
     );
 
-    // 2. A health checker cut off: the other takes its checks within the membership TTL; when
-    // it returns, nothing it could not check is held against any task.
+    // 2. A health checker cut off: it gives its checks up once its heartbeat has gone
+    // unconfirmed for its lease, and the other takes them within the membership TTL; when it
+    // returns (under a new registration), nothing it found while cut off, and nothing it could
+    // not check, is held against any task.
     let fault = "a health checker cut off";
     let tasks: BTreeMap<String, String> = task_ids(&a)
         .into_iter()
@@ -704,6 +714,16 @@ async fn partitions_of_an_agent_and_a_health_checker_and_scaling_checkers() {
             .await;
     }
     figure(fault, "its checks run on the other replica", t0.elapsed());
+    let lapsed = "membership lapsed: dropping every check";
+    stack
+        .api
+        .until(
+            Duration::from_secs(10),
+            "the cut-off checker to give its checks up",
+            |_| async { (log_count(&stack.checkers[&1], lapsed) > 0).then_some(()) },
+        )
+        .await;
+    let registered = log_count(&stack.checkers[&1], "registered in the membership");
     tokio::time::sleep(Duration::from_secs(2 * INTERVAL)).await;
     fw.heal("checker");
     let t1 = Instant::now();
@@ -728,6 +748,10 @@ async fn partitions_of_an_agent_and_a_health_checker_and_scaling_checkers() {
         )
         .await;
     figure(fault, "back in its share after it returns", t1.elapsed());
+    assert!(
+        log_count(&stack.checkers[&1], "registered in the membership") > registered,
+        "the returning checker registered again"
+    );
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL)).await;
     let now = app_until(
         &stack.api,

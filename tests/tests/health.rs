@@ -453,7 +453,7 @@ async fn a_readiness_check_holds_the_deployment_until_ready() {
         "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
             "intervalSeconds": 1, "timeoutSeconds": 1}],
         "readinessChecks": [{"name": "warm", "protocol": "HTTP", "path": "/ready", "portName": "http",
-            "intervalSeconds": 2, "timeoutSeconds": 1}]
+            "intervalSeconds": 2, "timeoutSeconds": 1, "preserveLastResponse": true}]
     });
     let r = c.api.post("/v2/apps", &app.to_string()).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -483,6 +483,26 @@ async fn a_readiness_check_holds_the_deployment_until_ready() {
         Some(1),
         "not ready: {a}"
     );
+    // The deployment shows why it waits: the readiness check's last answer, on its current
+    // action (reference §1.4, §5.6).
+    let expected = json!([{"name": "warm", "taskId": task, "ready": false,
+        "lastResponse": {"status": 503, "contentType": "text/plain", "body": "not ok"}}]);
+    let expected = &expected;
+    let shown = c
+        .api
+        .until(
+            Duration::from_secs(10),
+            "readinessCheckResults in /v2/deployments",
+            |api| async move {
+                let r = api.try_get("/v2/deployments").await?;
+                let action = r.body[0]["currentActions"][0].clone();
+                (action["readinessCheckResults"] == *expected).then_some(r.body)
+            },
+        )
+        .await;
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown:#}");
+    assert_eq!(shown[0]["affectedApps"], json!(["/slow"]));
+    assert_eq!(shown[0]["currentActions"][0]["app"], "/slow");
     touch(&sandbox, "ready");
     app_until(
         &c,

@@ -195,8 +195,21 @@ async fn conflicts_force_and_rollback() {
         .as_str()
         .is_some_and(|m| m.starts_with("App is locked by one or more deployments.")));
 
-    // The queue shows why it waits.
-    let q = c.api.get("/v2/queue").await;
+    // The queue shows why it waits, once the deployment's first pass has tried to place it.
+    let q = c
+        .api
+        .until(
+            Duration::from_secs(10),
+            "/big tried and declined",
+            |api| async move {
+                let q = api.get("/v2/queue").await;
+                let tried = q.body["queue"][0]["processedOffersSummary"]["rejectSummaryLastOffers"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|x| x["declined"] != 0));
+                tried.then_some(q)
+            },
+        )
+        .await;
     assert_eq!(q.body["queue"][0]["app"]["id"], "/big");
     assert_eq!(q.body["queue"][0]["count"], 1);
     let reasons = q.body["queue"][0]["processedOffersSummary"]["rejectSummaryLastOffers"].clone();

@@ -1101,6 +1101,7 @@ async fn mutual_tls_keeps_out_agents_without_a_certificate_from_the_cluster_ca()
             gateway: gateway_flags,
             scheduler: tls_flags(&cluster_ca.ca(), &scheduler),
             agent: Vec::new(),
+            ..Flags::default()
         },
     );
     let endpoints = vec![format!("http://127.0.0.1:{}", c.scheduler_ports[0])];
@@ -1715,4 +1716,166 @@ async fn the_store_speaks_redis_auth_acl_users_and_tls() {
         "an unknown server certificate was trusted"
     );
     drop(tls);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutual TLS for health checkers.
+
+/// Starts a health-checker replica against the cluster, with its metrics on `metrics`.
+fn health_checker(c: &Cluster, id: &str, metrics: u16, extra: &[String]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "--redis".into(),
+        c.redis.url(),
+        "--id".into(),
+        id.into(),
+        "--schedulers".into(),
+        format!("127.0.0.1:{}", c.scheduler_ports[0]),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics}"),
+        "--flush".into(),
+        "50ms".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    Proc::spawn(id, &bin("stride-health-checker"), &args, c.dir.path())
+}
+
+/// A counter or gauge of the health checker serving metrics on `port` (summed over labels);
+/// `None` when it does not answer or has not recorded it.
+async fn checker_metric(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_lets_in_only_health_checkers_with_a_certificate_from_the_cluster_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_ca = Pki::new(dir.path(), "cluster");
+    let rogue_ca = Pki::new(dir.path(), "rogue");
+    let scheduler = cluster_ca.issue("scheduler");
+    let gateway = cluster_ca.issue("gateway");
+    let agent = cluster_ca.issue("agent");
+    let checker = cluster_ca.issue("checker");
+    let rogue = rogue_ca.issue("checker");
+    let mut gateway_flags = vec!["--insecure-no-auth".to_string()];
+    gateway_flags.extend(tls_flags(&cluster_ca.ca(), &gateway));
+    let mut c = Cluster::start_with(
+        1,
+        0,
+        Flags {
+            gateway: gateway_flags,
+            scheduler: tls_flags(&cluster_ca.ca(), &scheduler),
+            agent: Vec::new(),
+            ..Flags::default()
+        },
+    );
+    let endpoints = vec![format!("http://127.0.0.1:{}", c.scheduler_ports[0])];
+    c.agents.push(Cluster::agent_proc_with(
+        c.dir.path(),
+        &endpoints,
+        7,
+        &tls_flags(&cluster_ca.ca(), &agent),
+    ));
+    let ca_pem = std::fs::read(cluster_ca.ca()).expect("ca");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).expect("pem"))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("https client");
+    c.api = Api::with_client(&format!("https://127.0.0.1:{}", c.gateway_port), https);
+    let api = c.api.clone();
+    api.until(PATIENCE, "the HTTPS API and a leader", |api| async move {
+        api.try_get("/v2/leader").await.filter(|r| r.status == 200)
+    })
+    .await;
+
+    // The replica with the cluster's certificate: it asks the agent to run the COMMAND check
+    // over the agent's mTLS API and reports the verdict to the leader over mTLS; the task
+    // becomes healthy.
+    let good_port = free_port();
+    let mut good = health_checker(
+        &c,
+        "checker-good",
+        good_port,
+        &tls_flags(&cluster_ca.ca(), &checker),
+    );
+    let app = json!({
+        "id": "/tls/checked", "cmd": "sleep 1000", "cpus": 0.01, "mem": 16,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"},
+            "gracePeriodSeconds": 60, "intervalSeconds": 1, "timeoutSeconds": 5,
+            "delaySeconds": 0}]
+    });
+    let r = api.post("/v2/apps", &app.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let deadline = Instant::now() + PATIENCE;
+    let healthy = loop {
+        let a = api
+            .try_get("/v2/apps/tls/checked")
+            .await
+            .map_or(Value::Null, |r| r.body["app"].clone());
+        if a["tasksHealthy"] == 1 {
+            break a;
+        }
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!(
+                "the task was not healthy within {PATIENCE:?}: {a:#}\n{}",
+                good.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        healthy["tasks"][0]["healthCheckResults"][0]["alive"], true,
+        "{healthy:#}"
+    );
+    assert!(
+        checker_metric(good_port, "stride_health_checker_results_accepted_total")
+            .await
+            .is_some_and(|n| n > 0.0),
+        "the leader accepted the replica's results"
+    );
+    good.terminate(Duration::from_secs(10));
+
+    // Replicas without a certificate of the cluster (none at all, or one from another CA) own
+    // the check but get nothing to the leader (nor to the agent).
+    for (name, flags) in [
+        ("checker-plain", Vec::new()),
+        ("checker-rogue", tls_flags(&cluster_ca.ca(), &rogue)),
+    ] {
+        let port = free_port();
+        let mut bad = health_checker(&c, name, port, &flags);
+        eventually(PATIENCE, &format!("{name} to own the check"), || async {
+            (checker_metric(port, "stride_health_checker_checks_owned").await? == 1.0).then_some(())
+        })
+        .await;
+        eventually(
+            PATIENCE,
+            &format!("{name} to have results it could not report"),
+            || async {
+                (checker_metric(port, "stride_health_checker_results_dropped_total").await? >= 3.0)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            checker_metric(port, "stride_health_checker_results_accepted_total").await,
+            None,
+            "{name} reported results:\n{}",
+            bad.log_text()
+        );
+        assert_eq!(
+            checker_metric(port, "stride_health_checker_reports_total").await,
+            None,
+            "{name} was answered by the leader"
+        );
+        bad.terminate(Duration::from_secs(10));
+    }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use stride_tests::{bin, free_port, Api, Proc};
+use stride_tests::{bin, free_port, Api, Cluster, Flags, Proc};
 use webdriver::{which, Driver, Session};
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -669,7 +669,7 @@ async fn auth_in_the_browser(s: &Session, base: &str, api: &Api) {
     s.wait_css("#logout:not([hidden])", SHORT).await;
     assert_eq!(
         s.eval("sessionStorage.getItem('stride.auth')").await,
-        "dWk6c2VjcmV0",
+        "Basic dWk6c2VjcmV0",
         "credentials kept in sessionStorage"
     );
     // Polling refreshes with the credentials.
@@ -711,4 +711,354 @@ async fn auth_in_the_browser(s: &Session, base: &str, api: &Api) {
 
     let r = api.delete("/v2/apps/ui-test/auth").await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// A bearer token for `name` with `role`, and its `[[tokens]]` entry, from the gateway's
+/// `new-token`.
+fn new_token(name: &str, role: &str) -> (String, String) {
+    let out = std::process::Command::new(bin("stride-api-gateway"))
+        .args(["new-token", name, "--roles", role])
+        .output()
+        .unwrap_or_else(|e| panic!("stride-api-gateway new-token: {e}"));
+    assert!(out.status.success(), "new-token failed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let token = text
+        .lines()
+        .find_map(|l| l.split("(shown once): ").nth(1))
+        .unwrap_or_else(|| panic!("no token in {text}"))
+        .trim()
+        .to_string();
+    let entry: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    (token, entry.join("\n"))
+}
+
+/// The names of the buttons and links with a `data-action` on the page.
+async fn actions_shown(s: &Session) -> Vec<String> {
+    let v = s
+        .eval("Array.from(document.querySelectorAll('main [data-action]')).map(e => e.dataset.action)")
+        .await;
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Events the page's stream delivered since `record_events`, as `[type, app id]`.
+async fn recorded_events(s: &Session) -> Vec<(String, String)> {
+    let v = s.eval("window.__events || []").await;
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e[0].as_str().unwrap_or_default().to_string(),
+                        e[1].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn record_events(s: &Session) {
+    s.execute(
+        "window.__events = []; window.stride.live.on((t, d) => window.__events.push([t, \
+         String((d && (d.appId || (d.appDefinition && d.appDefinition.id))) || '')]));",
+        vec![],
+    )
+    .await;
+}
+
+/// Real processes with authentication on: a team user logs in through the form (after a wrong
+/// password), sees only its team's apps, creates one through the form and sees it run, follows
+/// the event stream with its credentials, meets a 403 as a plain message; logging out brings the
+/// form back; a view-only user logged in with a bearer token is offered no action at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_logs_in_and_offers_only_what_the_role_allows() {
+    let (Some(chromium), Some(chromedriver)) = (
+        which(&["chromium", "chromium-browser", "google-chrome"]),
+        which(&["chromedriver"]),
+    ) else {
+        eprintln!("SKIPPED: the UI test needs chromium and chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (viewer_token, viewer_entry) = new_token("team-a-viewer", "team-a-view");
+    let security = dir.path().join("auth.toml");
+    std::fs::write(
+        &security,
+        format!(
+            "[[users]]\nname = \"admin\"\npassword_hash = \"{}\"\nroles = [\"admin\"]\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{}\"\nroles = [\"team-a\"]\n\
+             {viewer_entry}\n\
+             [roles.admin]\nsystem = [\"*\"]\npaths = [{{ prefix = \"/\", actions = [\"*\"] }}]\n\
+             [roles.team-a]\nsystem = []\n\
+             paths = [{{ prefix = \"/team-a\", actions = [\"view\", \"create\", \"update\", \"delete\"] }}]\n\
+             [roles.team-a-view]\nsystem = []\n\
+             paths = [{{ prefix = \"/team-a\", actions = [\"view\"] }}]\n",
+            stride_tests::hash_password("admin-pw"),
+            stride_tests::hash_password("alice-pw"),
+        ),
+    )
+    .expect("security file");
+    let cluster = Cluster::start_with(
+        1,
+        1,
+        Flags {
+            gateway: vec!["--auth-config".into(), security.display().to_string()],
+            ..Flags::default()
+        },
+    );
+    let base = cluster.api.base.clone();
+    let admin = cluster.api.as_user("admin", "admin-pw");
+    let alice = cluster.api.as_user("alice", "alice-pw");
+    admin
+        .until(LONG, "a leader", |api| async move {
+            api.try_get("/v2/leader").await.filter(|r| r.status == 200)
+        })
+        .await;
+
+    // What the UI derives its buttons from.
+    assert_eq!(cluster.api.get("/v2/whoami").await.status, 401);
+    let me = alice.get("/v2/whoami").await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(
+        me.body,
+        serde_json::json!({
+            "name": "alice", "authorization": "roles", "system": [],
+            "paths": [{"prefix": "/team-a", "actions": ["view", "create", "update", "delete"]}],
+        })
+    );
+    let viewer = cluster
+        .api
+        .with_auth(Some(&format!("Bearer {viewer_token}")));
+    assert_eq!(
+        viewer.get("/v2/whoami").await.body["paths"],
+        serde_json::json!([{"prefix": "/team-a", "actions": ["view"]}])
+    );
+    assert_eq!(
+        admin.get("/v2/whoami").await.body["system"],
+        serde_json::json!(["view", "update", "abdicate"])
+    );
+
+    // Another team's app, made by the admin through the API.
+    let r = admin
+        .post(
+            "/v2/apps",
+            r#"{"id":"/team-b/secret","cmd":"sleep 1000","cpus":0.01,"mem":16}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let driver = Driver::start(&chromedriver, dir.path()).await;
+    let s = driver.session(&chromium).await;
+
+    // The first call meets the 401: the login form.
+    s.goto(&format!("{base}/")).await;
+    s.wait_css("#login-user", SHORT).await;
+    shots(&s, "20-auth-login", true).await;
+    s.fill("#login-user", "alice").await;
+    s.fill("#login-password", "not-alices-password").await;
+    s.click_css(".login button[type=submit]", SHORT).await;
+    s.wait_text(".login .form-summary", "Wrong user name or password", SHORT)
+        .await;
+    assert_eq!(
+        s.eval("sessionStorage.getItem('stride.auth')").await,
+        Value::Null,
+        "refused credentials are not kept"
+    );
+    shots(&s, "21-auth-wrong-password", true).await;
+    s.fill("#login-password", "alice-pw").await;
+    s.click_css(".login button[type=submit]", SHORT).await;
+    s.wait(SHORT, "the login form to close", || async {
+        s.find("#login-user").await.is_none().then_some(())
+    })
+    .await;
+    s.wait_text("#user", "alice", SHORT).await;
+    s.wait_css("#logout", SHORT).await;
+    assert_eq!(
+        s.eval("sessionStorage.getItem('stride.auth')").await,
+        format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-pw")
+        ),
+        "the credentials are kept for the tab"
+    );
+    // The event stream carries the credentials too: live, not polling.
+    s.wait_css("#conn[data-state=live]", SHORT).await;
+    record_events(&s).await;
+
+    // Only team-a is there: no row, no group of team-b.
+    s.wait_text(".empty", "No apps yet", SHORT).await;
+    assert!(s.find("tr[data-app-id=\"/team-b/secret\"]").await.is_none());
+    assert!(s.find(".tree a[data-group=\"/team-b\"]").await.is_none());
+
+    // Create through the form: the button leads to the group the role may create in.
+    let create = s
+        .eval("document.querySelector('#create-app').getAttribute('href')")
+        .await;
+    assert!(
+        create.as_str().is_some_and(|h| h.contains("team-a")),
+        "Create app leads into /team-a: {create}"
+    );
+    s.click_css("#create-app", SHORT).await;
+    assert_eq!(
+        s.eval("document.querySelector('#app-id').value").await,
+        "/team-a/"
+    );
+    // Outside the role's prefix: the API's 403 beside the id, and the button stays usable.
+    s.fill("#app-id", "/team-b/mine").await;
+    s.fill("#app-cmd", "sleep 1000").await;
+    s.fill("#app-instances", "1").await;
+    s.fill("#app-cpus", "0.05").await;
+    s.fill("#app-mem", "16").await;
+    s.fill("#app-ports", "").await;
+    s.click_css("#app-submit", SHORT).await;
+    s.wait_text(
+        ".field-error[data-error-for=id]",
+        "Not allowed for your role",
+        SHORT,
+    )
+    .await;
+    assert_eq!(
+        s.eval("document.querySelector('#app-submit').disabled")
+            .await,
+        false
+    );
+    shots(&s, "22-auth-create-forbidden", true).await;
+    s.fill("#app-id", "/team-a/web").await;
+    s.click_css("#app-submit", SHORT).await;
+    s.wait(SHORT, "the new app's page", || async {
+        s.eval("location.hash")
+            .await
+            .as_str()
+            .filter(|h| *h == "#/app/team-a/web")
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        alice.get("/v2/apps/team-a/web").await.body["app"]["cmd"],
+        "sleep 1000"
+    );
+    // Its page offers what the role allows: no kill (not granted), scale and destroy.
+    s.wait_css("[data-action=scale]", SHORT).await;
+    s.wait_css("tr.task-row[data-state=TASK_RUNNING]", LONG)
+        .await;
+    let offered = actions_shown(&s).await;
+    for a in ["scale", "restart", "suspend", "edit", "destroy"] {
+        assert!(offered.iter().any(|x| x == a), "{a} offered: {offered:?}");
+    }
+    for a in ["kill", "kill-scale"] {
+        assert!(
+            !offered.iter().any(|x| x == a),
+            "{a} not offered: {offered:?}"
+        );
+    }
+
+    // Running, in the list; team-b's app is still not there.
+    s.goto(&format!("{base}/ui/#/apps")).await;
+    let row = "tr[data-app-id=\"/team-a/web\"]";
+    s.wait_css(&format!("{row}[data-status=running]"), LONG)
+        .await;
+    s.wait_text(&format!("{row} .instances-count"), "1 / 1", SHORT)
+        .await;
+    assert!(s.find("tr[data-app-id=\"/team-b/secret\"]").await.is_none());
+    shots(&s, "23-auth-team-apps", true).await;
+
+    // Changes come over the stream: team-a's, never team-b's.
+    let r = admin
+        .put("/v2/apps/team-b/secret", r#"{"instances":2}"#)
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    let r = admin.put("/v2/apps/team-a/web", r#"{"instances":2}"#).await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    s.wait_text(&format!("{row} .instances-count"), "/ 2", LONG)
+        .await;
+    s.wait(
+        LONG,
+        "an event about /team-a/web on the page's stream",
+        || async {
+            recorded_events(&s)
+                .await
+                .iter()
+                .any(|(_, app)| app == "/team-a/web")
+                .then_some(())
+        },
+    )
+    .await;
+    let events = recorded_events(&s).await;
+    assert!(
+        events.iter().all(|(_, app)| !app.starts_with("/team-b")),
+        "team-b's events reached alice: {events:?}"
+    );
+    assert_eq!(
+        s.eval("document.querySelector('#conn').dataset.state")
+            .await,
+        "live"
+    );
+
+    // Another team's app asked for by its address: a plain 403 message.
+    s.goto(&format!("{base}/ui/#/app/team-b/secret")).await;
+    s.wait_text(
+        ".banners .notice-error",
+        "Not allowed for your role: alice may not view /team-b/secret",
+        SHORT,
+    )
+    .await;
+    assert!(s.find("[data-tab=tasks]").await.is_none(), "no tabs");
+    assert!(s.find("[data-action=scale]").await.is_none());
+    shots(&s, "24-auth-forbidden-app", true).await;
+
+    // Logging out forgets the credentials and brings the form back.
+    s.click_css("#logout", SHORT).await;
+    s.wait_css("#login-user", SHORT).await;
+    assert_eq!(
+        s.eval("sessionStorage.getItem('stride.auth')").await,
+        Value::Null
+    );
+    assert!(s.find("#logout:not([hidden])").await.is_none());
+
+    // A view-only role, logged in with a bearer token, is offered nothing to do.
+    s.click_css("[data-login-mode=token]", SHORT).await;
+    s.fill("#login-token", &viewer_token).await;
+    s.click_css(".login button[type=submit]", SHORT).await;
+    s.wait(SHORT, "the login form to close", || async {
+        s.find("#login-token").await.is_none().then_some(())
+    })
+    .await;
+    s.wait_text("#user", "team-a-viewer", SHORT).await;
+    s.goto(&format!("{base}/ui/#/apps")).await;
+    s.wait_css(&format!("{row}[data-status=running]"), LONG)
+        .await;
+    assert!(s.find("#create-app").await.is_none(), "no Create app");
+    assert!(s.find("tr[data-app-id=\"/team-b/secret\"]").await.is_none());
+    s.click_css(&format!("{row} td.name a"), SHORT).await;
+    s.wait_css("[data-view-only]", SHORT).await;
+    s.wait_css("tr.task-row[data-state=TASK_RUNNING]", LONG)
+        .await;
+    let offered = actions_shown(&s).await;
+    assert!(
+        offered.is_empty(),
+        "a view-only role is offered no action: {offered:?}"
+    );
+    s.wait_css("#conn[data-state=live]", SHORT).await;
+    shots(&s, "25-auth-view-only", true).await;
+    s.click_css("[data-tab=versions]", SHORT).await;
+    s.wait_css("table.versions tr[data-version]", SHORT).await;
+    assert!(s.find("[data-action=apply-version]").await.is_none());
+    s.click_css("a[data-nav=deployments]", SHORT).await;
+    s.wait_css(".deployments-page", SHORT).await;
+
+    let errors: Vec<(String, String)> = s
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, msg)| level == "SEVERE" && !msg.contains("Failed to load resource"))
+        .collect();
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    s.quit().await;
 }

@@ -1,7 +1,11 @@
 // The Marathon API as the UI uses it: fetch with the session's credentials, Marathon's error
 // bodies turned into ApiError, 401 announced so the login form can show, and `act()`, which
-// runs a button's action with the UI's answers to 403 (disable the button) and 409 (offer to
-// force).
+// runs a button's action with the UI's answers to 403 (say why, disable the button) and 409
+// (offer to force).
+//
+// Requests go out with `credentials: 'omit'`: the only credentials are the `Authorization`
+// header set here, so the browser neither sends credentials it remembers nor shows its own
+// login prompt on a 401.
 
 import { confirmDialog, toast } from './dom.js';
 
@@ -22,16 +26,22 @@ export class ApiError extends Error {
   }
 }
 
+/** The `Authorization` header of this tab's session ("Basic …" or "Bearer …"), or null. */
 export function credentials() {
   try { return sessionStorage.getItem(AUTH_KEY); } catch { return null; }
 }
 
-/** Keeps "user:password" for this tab's session, base64-encoded as Basic auth wants it. */
+/** Keeps "user:password" for this tab's session, as HTTP Basic sends it. */
 export function setCredentials(user, password) {
   const bytes = new TextEncoder().encode(`${user}:${password}`);
   let bin = '';
   bytes.forEach((b) => { bin += String.fromCharCode(b); });
-  sessionStorage.setItem(AUTH_KEY, btoa(bin));
+  sessionStorage.setItem(AUTH_KEY, `Basic ${btoa(bin)}`);
+}
+
+/** Keeps a bearer token (`<name>.<secret>`) for this tab's session. */
+export function setToken(token) {
+  sessionStorage.setItem(AUTH_KEY, `Bearer ${token.trim()}`);
 }
 
 export function clearCredentials() {
@@ -54,7 +64,7 @@ export function appUrl(id, suffix = '') {
 export async function api(method, path, body, { headers = {} } = {}) {
   const h = { Accept: 'application/json', ...headers };
   const auth = credentials();
-  if (auth) h.Authorization = `Basic ${auth}`;
+  if (auth) h.Authorization = auth;
   let payload;
   if (body !== undefined) {
     h['Content-Type'] = 'application/json';
@@ -62,7 +72,7 @@ export async function api(method, path, body, { headers = {} } = {}) {
   }
   let res;
   try {
-    res = await fetch(path, { method, headers: h, body: payload, cache: 'no-store' });
+    res = await fetch(path, { method, headers: h, body: payload, cache: 'no-store', credentials: 'omit' });
   } catch (e) {
     throw new ApiError(0, { message: `The API cannot be reached (${e.message})` });
   }
@@ -80,6 +90,13 @@ export async function api(method, path, body, { headers = {} } = {}) {
 }
 
 export const get = (path) => api('GET', path);
+
+/** The words for an error a user meets: a 403 says plainly that their role does not allow it. */
+export function explain(e) {
+  // The gateway's "Not authorized: alice may not view /x" reads best without its first words.
+  if (e instanceof ApiError && e.status === 403) return `Not allowed for your role: ${e.message.replace(/^Not authori[sz]ed: /i, '')}`;
+  return e.message;
+}
 
 /**
  * Runs a user's action from `button`: disables it meanwhile, shows success or the API's
@@ -152,7 +169,7 @@ function report(button, e) {
     forbidden.set(forbiddenKey(button), e.message);
     markForbidden(button, e.message);
   }
-  if (e.status !== 401) toast(e.message, 'error', 8000);
+  if (e.status !== 401) toast(explain(e), 'error', 8000);
 }
 
 /** Adds `force=true` to a path when asked. */

@@ -1,13 +1,21 @@
 // Live updates from the SSE stream `/v2/events`.
 //
-// Every stored event carries an `id:`; when the connection drops the browser reconnects by itself
-// and sends `Last-Event-ID`, so nothing is missed. When the stream is refused outright (the
-// EventSource is closed, not reconnecting), we ask the same URL once with fetch to learn why:
-// 401 means authentication is on, and EventSource cannot send an Authorization header, so the UI
-// falls back to polling every 5 s; anything else is retried with a growing pause, resuming after
-// the last id seen (`?lastEventId=`, which the gateway accepts like the header).
+// Every stored event carries an `id:`, and a reconnection resumes after the last one seen, so
+// nothing is missed. Two transports:
+//
+// - With no credentials, an EventSource: when the connection drops the browser reconnects by
+//   itself and sends `Last-Event-ID`. When the stream is refused outright (the EventSource is
+//   closed, not reconnecting), we ask the same URL once with fetch to learn why; anything but
+//   401/403 is retried with a growing pause, resuming after the last id (`?lastEventId=`, which
+//   the gateway accepts like the header).
+// - With credentials (or once the API has asked for them), `fetch` and a small SSE reader over
+//   its body, because EventSource cannot send an `Authorization` header. Reconnection is ours:
+//   the same growing pause, with `Last-Event-ID`.
+//
+// A stream that answers 401 or 403 whatever we send falls back to polling every 5 s, and is
+// tried again every minute.
 
-import { credentials } from './api.js';
+import { authRequired, credentials } from './api.js';
 
 /** Every event type Stride or Marathon may send (reference §9.2); SSE needs each named. */
 const EVENT_TYPES = [
@@ -40,6 +48,8 @@ export class Live {
     this.retryTimer = null;
     this.hadConnection = false;
     this.stopped = false;
+    /** Aborts the fetch transport's request; null when that transport is not running. */
+    this.abort = null;
   }
 
   /** `fn(type, data)` for every event; returns an unsubscribe function. */
@@ -83,7 +93,7 @@ export class Live {
       connecting: 'Connecting to the event stream',
       reconnecting: 'The event stream was lost; reconnecting',
       offline: 'The API cannot be reached; retrying',
-      polling: 'The event stream needs credentials a browser cannot send to it; refreshing every 5 s',
+      polling: 'The event stream refused these credentials; refreshing every 5 s',
     }[state];
     el.dataset.state = state;
   }
@@ -91,18 +101,14 @@ export class Live {
   connect() {
     if (this.stopped) return;
     this.setState(this.hadConnection ? 'reconnecting' : 'connecting');
+    if (credentials() || authRequired) {
+      this.connectFetch();
+      return;
+    }
     const url = this.lastId ? `/v2/events?lastEventId=${encodeURIComponent(this.lastId)}` : '/v2/events';
     const source = new EventSource(url);
     this.source = source;
-    source.onopen = () => {
-      const resumed = this.hadConnection;
-      this.hadConnection = true;
-      this.retryMs = RETRY_MIN_MS;
-      this.stopPolling();
-      this.setState('live');
-      // Whatever happened while we were away: views refresh once.
-      if (resumed) this.emit('reconnected', {});
-    };
+    source.onopen = () => this.opened();
     source.onerror = () => {
       if (source !== this.source) return;
       if (source.readyState === EventSource.CONNECTING) {
@@ -123,7 +129,98 @@ export class Live {
     }
   }
 
+  opened() {
+    const resumed = this.hadConnection;
+    this.hadConnection = true;
+    this.retryMs = RETRY_MIN_MS;
+    this.stopPolling();
+    this.setState('live');
+    // Whatever happened while we were away: views refresh once.
+    if (resumed) this.emit('reconnected', {});
+  }
+
+  /** The stream over fetch, with the session's `Authorization` and `Last-Event-ID`. */
+  async connectFetch() {
+    const ctl = new AbortController();
+    this.abort = ctl;
+    const headers = { Accept: 'text/event-stream' };
+    const auth = credentials();
+    if (auth) headers.Authorization = auth;
+    if (this.lastId) headers['Last-Event-ID'] = this.lastId;
+    let res;
+    try {
+      res = await fetch('/v2/events', { headers, signal: ctl.signal, cache: 'no-store', credentials: 'omit' });
+    } catch {
+      if (this.abort !== ctl) return; // closed meanwhile
+      this.abort = null;
+      this.retry(0);
+      return;
+    }
+    if (this.abort !== ctl) { ctl.abort(); return; }
+    if (!res.ok || !res.body) {
+      this.abort = null;
+      ctl.abort();
+      if (res.status === 401 || res.status === 403) this.refused();
+      else this.retry(res.status);
+      return;
+    }
+    this.opened();
+    try {
+      await this.readStream(res.body, ctl);
+    } catch {
+      // Cut, or aborted by closeSource.
+    }
+    if (this.abort !== ctl) return;
+    this.abort = null;
+    this.setState('reconnecting');
+    this.retry(-1);
+  }
+
+  /** Reads SSE frames (`event:`, `data:`, `id:`, comments) until the body ends. */
+  async readStream(body, ctl) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    let type = '';
+    let data = [];
+    let id = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.abort !== ctl) return;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, '');
+        buf = buf.slice(nl + 1);
+        if (line === '') {
+          if (id !== null) this.lastId = id;
+          if (data.length) {
+            let parsed = {};
+            try { parsed = JSON.parse(data.join('\n')); } catch { /* heartbeat or odd frame */ }
+            this.emit(parsed.eventType || type || 'message', parsed);
+          }
+          type = '';
+          data = [];
+          id = null;
+          continue;
+        }
+        if (line.startsWith(':')) continue;
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const v = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'event') type = v;
+        else if (field === 'data') data.push(v);
+        else if (field === 'id') id = v;
+      }
+    }
+  }
+
   closeSource() {
+    if (this.abort) {
+      const ctl = this.abort;
+      this.abort = null;
+      ctl.abort();
+    }
     if (this.source) {
       this.source.onerror = null;
       this.source.onopen = null;
@@ -139,7 +236,7 @@ export class Live {
     const timer = setTimeout(() => ctl.abort(), 5000);
     try {
       const headers = { Accept: 'text/event-stream' };
-      const res = await fetch('/v2/events?event_type=none', { headers, signal: ctl.signal, cache: 'no-store' });
+      const res = await fetch('/v2/events?event_type=none', { headers, signal: ctl.signal, cache: 'no-store', credentials: 'omit' });
       status = res.status;
     } catch {
       status = 0;
@@ -148,12 +245,24 @@ export class Live {
       ctl.abort();
     }
     if (status === 401 || status === 403) {
-      this.startPolling(credentials() ? undefined : 'The event stream needs a login; refreshing every 5 s');
-      clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => this.restart(), STREAM_RETRY_WHILE_POLLING_MS);
+      this.refused();
       return;
     }
-    this.setState(status === 0 ? 'offline' : 'reconnecting', status ? `The event stream answered HTTP ${status}; retrying` : undefined);
+    this.retry(status);
+  }
+
+  /** The stream answered 401 or 403: poll, and try the stream again in a while. */
+  refused() {
+    this.startPolling(credentials() ? undefined : 'The event stream needs a login; refreshing every 5 s');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.restart(), STREAM_RETRY_WHILE_POLLING_MS);
+  }
+
+  /** Connects again after a growing pause; `status` 0 means unreachable, -1 a stream that ended. */
+  retry(status) {
+    if (status >= 0) {
+      this.setState(status === 0 ? 'offline' : 'reconnecting', status ? `The event stream answered HTTP ${status}; retrying` : undefined);
+    }
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), this.retryMs);
     this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);

@@ -7,11 +7,13 @@
 //   #/deployments             running deployments (views/deployments.js)
 //
 // A view is `{ refresh(), dispose() }`, made by mounting into <main>. Events from the stream
-// (or the 5 s poll when the stream needs credentials) refresh the current view, debounced.
+// (or the 5 s poll when the stream refuses) refresh the current view, debounced. What the user
+// may do comes from `GET /v2/whoami` (perms.js) before the first view, and again after a login.
 
 import { bus, clearCredentials, credentials, get } from './api.js';
 import { $, $$, h, mount } from './dom.js';
 import { Live } from './live.js';
+import { forgetPermissions, loadPermissions, userName } from './perms.js';
 import { appsView } from './views/apps.js';
 import { appView } from './views/app.js';
 import { deploymentsView } from './views/deployments.js';
@@ -68,7 +70,7 @@ const views = {
 /** What views get to move around and refresh the chrome. */
 const nav = { href, go, replaceParams, refreshBadge: () => refreshBadge() };
 
-function route() {
+function route({ remount = false } = {}) {
   const r = parseRoute();
   const key = routeKey(r);
   const make = views[r.name];
@@ -77,7 +79,7 @@ function route() {
     return;
   }
   // Same page with other params (a tab, a task): let the view react without re-mounting.
-  if (current && key === currentKey && current.update) {
+  if (!remount && current && key === currentKey && current.update) {
     current.update(r.params);
     return;
   }
@@ -121,7 +123,12 @@ async function refreshBadge() {
   }
 }
 
-function updateLogout() {
+function updateUser() {
+  const name = userName();
+  const user = $('#user');
+  user.textContent = name || '';
+  user.title = name ? `Logged in as ${name}` : '';
+  user.hidden = !name;
   $('#logout').hidden = !credentials();
 }
 
@@ -133,15 +140,18 @@ bus.addEventListener('unauthorized', async () => {
   const ok = await showLogin();
   loggingIn = false;
   if (ok) {
-    updateLogout();
+    await loadPermissions();
+    updateUser();
     live.restart();
-    if (current && current.refresh) current.refresh();
+    // Drawn again with this user's permissions.
+    route({ remount: true });
     refreshBadge();
   }
 });
 
 $('#logout').addEventListener('click', () => {
   clearCredentials();
+  forgetPermissions();
   location.reload();
 });
 
@@ -150,12 +160,17 @@ live.on((type) => {
   scheduleRefresh();
 });
 
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', () => route());
 
 // Exposed for the browser tests and for poking around in the console.
 window.stride = { live, parseRoute, href, h };
 
-updateLogout();
-route();
-refreshBadge();
-live.start();
+async function start() {
+  await loadPermissions();
+  updateUser();
+  route();
+  refreshBadge();
+  live.start();
+}
+
+start();

@@ -270,6 +270,15 @@ impl Caller {
         self.0.name.get().map(String::as_str)
     }
 
+    /// The caller's grants, compiled from its roles; `None` with an external authoriser, whose
+    /// decisions are only known when asked.
+    pub fn grants(&self) -> Option<&Grants> {
+        match &self.0.who {
+            Who::Local(p) => Some(&p.grants),
+            Who::External { .. } => None,
+        }
+    }
+
     /// The ids this request was checked against.
     pub fn touched(&self) -> Vec<String> {
         self.0.touched.lock().clone()

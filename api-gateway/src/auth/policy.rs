@@ -181,6 +181,34 @@ impl Grants {
         self.system[action.index()]
     }
 
+    /// The system actions granted, in [`SystemAction::ALL`] order.
+    pub fn system_actions(&self) -> Vec<SystemAction> {
+        SystemAction::ALL
+            .into_iter()
+            .filter(|a| self.allows_system(*a))
+            .collect()
+    }
+
+    /// The grants as a table for clients (`GET /v2/whoami`): every prefix some action is granted
+    /// on, sorted, with every action allowed there (granted on it or on a prefix above it). A
+    /// client may do `action` on `id` exactly when some row's prefix covers `id` and names
+    /// `action`.
+    pub fn by_prefix(&self) -> Vec<(PathId, Vec<Action>)> {
+        let mut prefixes: Vec<PathId> = self.paths.iter().flatten().cloned().collect();
+        prefixes.sort();
+        prefixes.dedup();
+        prefixes
+            .into_iter()
+            .map(|p| {
+                let actions = Action::ALL
+                    .into_iter()
+                    .filter(|a| self.allows(*a, &p))
+                    .collect();
+                (p, actions)
+            })
+            .collect()
+    }
+
     /// What list endpoints may show.
     pub fn view_scope(&self) -> Scope {
         Scope::of(
@@ -364,6 +392,53 @@ mod tests {
         assert!(a.allows(Action::View, &p("/b/x")) && a.allows(Action::View, &p("/a")));
         assert!(a.allows_system(SystemAction::View));
         assert!(!a.allows_system(SystemAction::Abdicate));
+    }
+
+    #[test]
+    fn the_table_by_prefix_answers_as_the_grants_do() {
+        let mut g = Grants::default();
+        for a in [Action::View, Action::Create, Action::Update] {
+            g.grant(a, p("/team-a"));
+        }
+        g.grant(Action::Delete, p("/team-a/scratch"));
+        g.grant(Action::View, p("/shared"));
+        g.grant_system(SystemAction::View);
+        let table = g.by_prefix();
+        assert_eq!(
+            table,
+            vec![
+                (p("/shared"), vec![Action::View]),
+                (
+                    p("/team-a"),
+                    vec![Action::View, Action::Create, Action::Update]
+                ),
+                (
+                    p("/team-a/scratch"),
+                    vec![Action::View, Action::Create, Action::Update, Action::Delete]
+                ),
+            ]
+        );
+        for id in [
+            "/",
+            "/shared/x",
+            "/team-a",
+            "/team-a/web",
+            "/team-a/scratch/x",
+            "/team-b",
+        ] {
+            for a in Action::ALL {
+                let id = p(id);
+                let by_table = table
+                    .iter()
+                    .any(|(prefix, actions)| id.is_within(prefix) && actions.contains(&a));
+                assert_eq!(by_table, g.allows(a, &id), "{a} on {id}");
+            }
+        }
+        assert_eq!(g.system_actions(), vec![SystemAction::View]);
+        assert_eq!(
+            Grants::everything().by_prefix(),
+            vec![(PathId::root(), Action::ALL.to_vec())]
+        );
     }
 
     #[test]

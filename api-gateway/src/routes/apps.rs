@@ -188,14 +188,14 @@ async fn show(gw: &Gateway, q: &Query, id: &PathId) -> Result<HttpResponse> {
     let key = id.to_string();
     let (app, instances, deployments, failure) = futures::try_join!(
         read::app(store, id),
-        read::instances(store),
+        read::app_instances(store, id),
         read::deployments(store),
         async { Ok(store.get(collections::TASK_FAILURES, &key).await?) },
     )?;
     let app = app.ok_or_else(|| ApiError::app_not_found(id))?;
     let failure: Option<Value> = failure.and_then(|b| serde_json::from_slice(&b).ok());
     let status = AppStatus {
-        instances: instances.iter().filter(|i| i.app_id == *id).collect(),
+        instances: instances.iter().collect(),
         deployment_ids: read::deployment_ids(&deployments, id),
         last_task_failure: failure.as_ref(),
         readiness: Vec::new(),

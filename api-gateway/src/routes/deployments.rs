@@ -16,11 +16,24 @@ use crate::state::Gateway;
 pub(crate) async fn list(gw: web::Data<Gateway>, caller: Caller) -> Result<HttpResponse> {
     let scope = caller.view_scope().await?;
     let plans = read::deployments(gw.store.as_ref()).await?;
-    // Readiness results are not tracked yet; every current action shows an empty list.
+    // Each current action shows the readiness results of its app's instances of the version
+    // being deployed, as the leader stored them.
+    let readiness = read::readiness_results(gw.store.as_ref()).await?;
     let body: Vec<Value> = plans
         .iter()
         .filter(|p| p.affected_apps().iter().all(|a| scope.sees(a)))
-        .map(|p| p.step_info_json(&|_| Vec::new()))
+        .map(|p| {
+            p.step_info_json(&|app| {
+                let version = p.target.get(app).map(|a| a.config_version());
+                readiness
+                    .get(app)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(v, _)| Some(*v) == version)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+        })
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(body)))
 }

@@ -82,6 +82,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v2/whoami")
+            .route(web::get().to(system::whoami))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v2/events")
             .route(web::get().to(events::stream))
             .default_service(web::to(method_not_allowed)),

@@ -1,5 +1,6 @@
 //! The small endpoints (reference §1.8, §1.9): `/ping`, `/metrics`, `/metrics/prometheus`,
-//! `/v2/info`, `/v2/leader`, and `/v2/pods`, which Stride does not support yet.
+//! `/v2/info`, `/v2/leader`, `/v2/whoami` (Stride's own), and `/v2/pods`, which Stride does not
+//! support yet.
 //!
 //! Any gateway replica answers for the leader, so "the leader" a client sees is the gateway it
 //! talks to (its advertised address) whenever some scheduler holds the lease.
@@ -10,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use stride_store::collections;
 
-use crate::auth::{Caller, SystemAction, SystemResource};
+use crate::auth::{Action, Caller, SystemAction, SystemResource};
 use crate::error::{GatewayError, Result};
 use crate::http::{accepted, json as json_response};
 use crate::state::Gateway;
@@ -193,6 +194,46 @@ pub(crate) async fn abdicate(gw: web::Data<Gateway>, caller: Caller) -> Result<H
         StatusCode::OK,
         &json!({ "message": "Leadership abdicated" }),
     ))
+}
+
+/// `GET /v2/whoami`: who the caller is and what it may do, so that a client (the web UI) offers
+/// only the actions the caller's roles allow. Needs authentication and nothing more. With an
+/// external authoriser the grants are unknown until asked, so `system` and `paths` are null.
+pub(crate) async fn whoami(gw: web::Data<Gateway>, caller: Caller) -> HttpResponse {
+    let Some(grants) = caller.grants() else {
+        let body = json!({
+            "name": caller.name(),
+            "authorization": "external",
+            "system": null,
+            "paths": null,
+        });
+        return json_response(StatusCode::OK, &body);
+    };
+    let authorization = if gw.security.is_open() {
+        "open"
+    } else {
+        "roles"
+    };
+    let system: Vec<&str> = grants
+        .system_actions()
+        .into_iter()
+        .map(SystemAction::name)
+        .collect();
+    let paths: Vec<Value> = grants
+        .by_prefix()
+        .into_iter()
+        .map(|(prefix, actions)| {
+            let actions: Vec<&str> = actions.into_iter().map(Action::name).collect();
+            json!({ "prefix": prefix.to_string(), "actions": actions })
+        })
+        .collect();
+    let body = json!({
+        "name": caller.name(),
+        "authorization": authorization,
+        "system": system,
+        "paths": paths,
+    });
+    json_response(StatusCode::OK, &body)
 }
 
 /// `/v2/pods…`, any method: 404 with a message saying why. Marathon's clients probe pod

@@ -51,6 +51,7 @@ static ASSETS: &[Asset] = assets![
     "js/views/form.js",
     "js/views/deployments.js",
     "js/views/login.js",
+    "js/perms.js",
 ];
 
 /// What the UI may load and connect to: this origin only.

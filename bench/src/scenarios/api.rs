@@ -21,11 +21,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
     let total = z.api_apps * z.api_per_app;
     let stack = crate::cluster::Stack::start(&ctx.bins, 1).await?;
     let fleet = start_fleet(&stack, z.agents).await?;
-    // Populated in groups of 1,000 apps (POST /v2/groups), as a large installation is deployed:
+    // Populated in groups of 100 apps (POST /v2/groups), as a large installation is deployed:
     // 10,000 single-app POSTs would measure the POST path at every size on the way, not the
-    // reads at this size. No host ports: 10,000 apps would outnumber Marathon's service port
-    // range (10000-20000).
-    let per_group = z.api_apps.clamp(1, 1000);
+    // reads at this size; and one deployment of 1,000 apps × 10 or more starts more instances
+    // at once than the leader places within one lease renewal today (see BENCHMARKS.md). No
+    // host ports: 10,000 apps would outnumber Marathon's service port range (10000-20000).
+    let per_group = z.api_apps.clamp(1, 100);
     let groups = z.api_apps.div_ceil(per_group);
     progress!(
         "{S}: creating {} apps × {} in {groups} groups",

@@ -34,9 +34,20 @@ pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
     let stack = Stack::start(&ctx.bins, 1).await?;
     let sets = redis_benchmark(stack.redis.port)?;
     let fleet = start_fleet(&stack, agents).await?;
-    progress!("{s}: {} apps × {} over {agents} agents", shape.apps, shape.per_app);
+    progress!(
+        "{s}: {} apps × {} over {agents} agents",
+        shape.apps,
+        shape.per_app
+    );
     let bodies: Vec<String> = (0..shape.apps)
-        .map(|i| app_json(&format!("/bench/app-{i:05}"), shape.per_app, true, shape.spread))
+        .map(|i| {
+            app_json(
+                &format!("/bench/app-{i:05}"),
+                shape.per_app,
+                true,
+                shape.spread,
+            )
+        })
         .collect();
     // A tenth of the target rate, and at least a minute: enough to report a rate far below it.
     let within = Duration::from_secs(60 + (10.0 * total as f64 / shape.target) as u64);
@@ -106,35 +117,117 @@ pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
         .sum();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut m = vec![
-        Measure::new(s, "instances a second, POST → all TASK_RUNNING and stored", "/s", rate)
-            .reference("redis-benchmark SET -P 64", sets, "SET/s")
-            .target(Target::AtLeast(shape.target)),
-        Measure::new(s, "finished within the time limit (1 yes, 0 no)", "", f64::from(u8::from(finished)))
-            .target(Target::AtLeast(1.0)),
-        Measure::new(s, "time, POST → all stored Running (or the limit)", "s", took),
-        Measure::new(s, "leader terms (1: the leader kept its lease)", "terms", terms as f64)
-            .target(Target::AtMost(1.0)),
-        Measure::new(s, "POSTs refused for want of a leader, then retried", "POSTs", refused as f64),
-        Measure::new(s, "tasks launched on the fleet (above the instances: relaunches)", "tasks", fleet.launched() as f64),
+        Measure::new(
+            s,
+            "instances a second, POST → all TASK_RUNNING and stored",
+            "/s",
+            rate,
+        )
+        .reference("redis-benchmark SET -P 64", sets, "SET/s")
+        .target(Target::AtLeast(shape.target)),
+        Measure::new(
+            s,
+            "finished within the time limit (1 yes, 0 no)",
+            "",
+            f64::from(u8::from(finished)),
+        )
+        .target(Target::AtLeast(1.0)),
+        Measure::new(
+            s,
+            "time, POST → all stored Running (or the limit)",
+            "s",
+            took,
+        ),
+        Measure::new(
+            s,
+            "instances stored Running at the end",
+            "instances",
+            running as f64,
+        )
+        .target(Target::AtLeast(total as f64)),
+        Measure::new(
+            s,
+            "leader terms (1: the leader kept its lease)",
+            "terms",
+            terms as f64,
+        )
+        .target(Target::AtMost(1.0)),
+        Measure::new(
+            s,
+            "POSTs refused for want of a leader, then retried",
+            "POSTs",
+            refused as f64,
+        ),
+        Measure::new(
+            s,
+            "tasks launched on the fleet (above the instances: relaunches)",
+            "tasks",
+            fleet.launched() as f64,
+        ),
     ];
     if shape.apps > 1 && !posts.is_empty() {
-        m.push(Measure::new(s, "POST /v2/apps p99 while launching (8 in flight)", "ms", quantile(&posts, 0.99)));
+        m.push(Measure::new(
+            s,
+            "POST /v2/apps p99 while launching (8 in flight)",
+            "ms",
+            quantile(&posts, 0.99),
+        ));
     }
-    m.push(Measure::new(s, "CPU-seconds per 1,000 instances, all processes", "CPU-s", cpu_seconds * total as f64 / done.max(1) as f64 / per_thousand));
-    m.push(Measure::new(s, "CPU-seconds per 1,000 instances, scheduler", "CPU-s", scheduler_seconds * total as f64 / done.max(1) as f64 / per_thousand));
-    m.push(Measure::new(s, &format!("rate at that cost on {cores} idle cores, all busy"), "/s", cores * done as f64 / cpu_seconds.max(1e-9)));
+    m.push(Measure::new(
+        s,
+        "CPU-seconds per 1,000 instances, all processes",
+        "CPU-s",
+        cpu_seconds * total as f64 / done.max(1) as f64 / per_thousand,
+    ));
+    m.push(Measure::new(
+        s,
+        "CPU-seconds per 1,000 instances, scheduler",
+        "CPU-s",
+        scheduler_seconds * total as f64 / done.max(1) as f64 / per_thousand,
+    ));
+    m.push(Measure::new(
+        s,
+        &format!("rate at that cost on {cores} idle cores, all busy"),
+        "/s",
+        cores * done as f64 / cpu_seconds.max(1e-9),
+    ));
     for (name, pct) in cpu {
-        m.push(Measure::new(s, &format!("CPU of {name}"), "% of a core", pct));
+        m.push(Measure::new(
+            s,
+            &format!("CPU of {name}"),
+            "% of a core",
+            pct,
+        ));
     }
     for (name, pct) in waiting {
         if name.starts_with("scheduler") || name == "redis" {
-            m.push(Measure::new(s, &format!("{name} runnable but waiting for a CPU"), "% of the time", pct));
+            m.push(Measure::new(
+                s,
+                &format!("{name} runnable but waiting for a CPU"),
+                "% of the time",
+                pct,
+            ));
         }
     }
     m.push(Measure::new(s, "scheduler RSS after", "MiB", rss));
-    m.push(Measure::new(s, "lowest lease TTL left (2 s lease)", "ms", lease.min_ttl_ms as f64));
-    m.push(Measure::new(s, "slowest Redis answer to PTTL, POST → fleet done", "ms", lease.max_rtt_ms));
-    m.push(Measure::new(s, "this bench's store check (Lua scan of every instance)", "ms", count_ms));
+    m.push(Measure::new(
+        s,
+        "lowest lease TTL left (2 s lease)",
+        "ms",
+        lease.min_ttl_ms as f64,
+    ));
+    m.push(Measure::new(
+        s,
+        "slowest Redis answer to PTTL, POST → fleet done",
+        "ms",
+        lease.max_rtt_ms,
+    ));
+    m.push(Measure::new(
+        s,
+        "this bench's store check (Lua scan of every instance)",
+        "ms",
+        count_ms,
+    ));
     fleet.stop().await;
     Ok(m)
 }

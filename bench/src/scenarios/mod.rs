@@ -86,6 +86,9 @@ pub struct Ctx {
     pub sizes: Sizes,
     /// This executable, to start the static reference server as a process of its own.
     pub exe: PathBuf,
+    /// Whether `containers` measures Docker Swarm too (it initialises a single-node swarm on
+    /// the engine when none is active, and leaves it afterwards).
+    pub swarm: bool,
 }
 
 /// A small app of `instances` sleeps; one host port each unless `ports` is false.

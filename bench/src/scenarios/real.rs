@@ -2,7 +2,6 @@
 //! that forks as many; Docker containers beside as many parallel `docker run -d` and beside
 //! Docker Swarm's `docker service create --replicas` on the same engine.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,8 @@ use crate::report::{Measure, Target};
 
 use super::{app_json, Ctx};
 
-/// A busybox image built here from Debian's busybox-static (no registry needed).
-pub const IMAGE: &str = "stride-bench-busybox:latest";
+/// The image of the containers and of both Docker references.
+pub const IMAGE: &str = "stride-test-busybox:latest";
 
 /// Starts a stack with one real agent and waits until the leader has it.
 async fn stack_with_agent(ctx: &Ctx) -> anyhow::Result<Stack> {
@@ -139,7 +138,11 @@ pub async fn containers(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
     remove_containers("stride.app_id=/bench/docker");
     drop(stack);
     let took = took?;
-    let swarm = swarm_service(n);
+    let swarm = if ctx.swarm {
+        swarm_service(n)
+    } else {
+        Err(anyhow::anyhow!("skipped (--no-swarm)"))
+    };
     progress!(
         "{CONTAINERS}: {n} containers RUNNING in {took:.2} s; parallel docker run {parallel:.2} s; swarm {}",
         swarm.as_ref().map_or_else(|e| format!("unavailable ({e})"), |s| format!("{s:.2} s"))
@@ -185,33 +188,10 @@ fn docker(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The busybox image the tests use, built by `stride_testkit::ensure_test_image` (from Debian's
+/// busybox-static, no registry needed) unless it exists already.
 fn ensure_image() -> anyhow::Result<()> {
-    if docker(&["image", "inspect", IMAGE]).is_ok() {
-        return Ok(());
-    }
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        bail!("/bin/busybox is missing: install Debian's busybox-static");
-    }
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().join("rootfs");
-    std::fs::create_dir_all(root.join("bin"))?;
-    std::fs::create_dir_all(root.join("tmp"))?;
-    std::fs::copy(busybox, root.join("bin/busybox"))?;
-    for applet in ["sh", "sleep", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
-    }
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C '{}' -c . | docker import - {IMAGE} >/dev/null",
-            root.display()
-        ))
-        .status()?;
-    if !status.success() {
-        bail!("docker import of {IMAGE} failed");
-    }
-    Ok(())
+    stride_testkit::ensure_test_image(IMAGE).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Force-removes every container with `label`.

@@ -19,6 +19,11 @@
 //! - Directives removed from HAProxy 2.1 (`rspadd`, `reqirep`, `rspirep`) are written as
 //!   `http-response set-header`, `http-request replace-path` and `http-response replace-header`.
 //! - `marathon_https_in` is left out when there is no certificate to bind it with.
+//! - An `HTTPS` (or `MESOS_HTTPS`) health check on an HTTP-mode port is checked by connecting,
+//!   not with `option httpchk`: marathon-lb's plain-text check to a TLS port fails every server.
+//! - The shared frontends list their lines grouped by kind (ACLs, `http-request`, `redirect`,
+//!   `use_backend`), each kind in marathon-lb's order; HAProxy evaluates them in that order
+//!   wherever they stand, so the routing is the same.
 //!
 //! [`Rendered::structure`] hashes everything except the server lines (plus each backend's
 //! capacity and server options): when only it is unchanged, the running HAProxy can be brought
@@ -444,6 +449,7 @@ fn check_options(s: &Service, opts: &RenderOptions) -> Option<(String, Option<St
         hc.interval_seconds,
         hc.max_consecutive_failures + 1
     );
+    // HTTPS checks are connect checks: HAProxy's `httpchk` would speak plain HTTP to a TLS port.
     let tcp_style = s.mode == Mode::Tcp
         || matches!(
             hc.protocol.as_str(),
@@ -566,22 +572,23 @@ pub fn render_services(
             opts.http_bind
         );
         push_rules(&mut out, &mut http_rules);
+    }
+    // Written even with `bind_http_https` off, as marathon-lb does with `--dont-bind-http-https`.
+    let _ = write!(
+        out,
+        "\nfrontend marathon_http_appid_in\n  bind {}\n  mode http\n",
+        opts.appid_bind
+    );
+    out.push_str(&appid);
+    if opts.bind_http_https && !https_certs.is_empty() {
+        let certs: Vec<String> = https_certs.iter().map(|c| format!("crt {c}")).collect();
         let _ = write!(
             out,
-            "\nfrontend marathon_http_appid_in\n  bind {}\n  mode http\n",
-            opts.appid_bind
+            "\nfrontend marathon_https_in\n  bind {} ssl {}\n  mode http\n",
+            opts.https_bind,
+            certs.join(" ")
         );
-        out.push_str(&appid);
-        if !https_certs.is_empty() {
-            let certs: Vec<String> = https_certs.iter().map(|c| format!("crt {c}")).collect();
-            let _ = write!(
-                out,
-                "\nfrontend marathon_https_in\n  bind {} ssl {}\n  mode http\n",
-                opts.https_bind,
-                certs.join(" ")
-            );
-            push_rules(&mut out, &mut https_rules);
-        }
+        push_rules(&mut out, &mut https_rules);
     }
 
     // One frontend per service.

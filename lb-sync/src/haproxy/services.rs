@@ -139,10 +139,12 @@ fn backend_name(app_id: &str, port: u32) -> String {
     out
 }
 
+/// marathon-lb's reading of a boolean label: `true`, `t`, `yes`, `y` in any case (so `1` is
+/// false, as there).
 fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
-        "true" | "t" | "yes" | "y" | "1"
+        "true" | "t" | "yes" | "y"
     )
 }
 
@@ -239,8 +241,19 @@ fn health_check_for(app: &App, index: usize) -> Option<HealthCheckSpec> {
         })
 }
 
+/// A port's own health check makes it an HTTP service only when it is a Marathon `HTTP` check
+/// (marathon-lb's rule: `MESOS_HTTP` and `HTTPS` leave the mode to the labels).
 fn is_http_check(h: &HealthCheckSpec) -> bool {
-    matches!(h.protocol.as_str(), "HTTP" | "MESOS_HTTP")
+    h.protocol == "HTTP"
+}
+
+/// A check borrowed through `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX` makes the port an HTTP
+/// service for any HTTP-family protocol (marathon-lb's wider rule for that label).
+fn is_http_family_check(h: &HealthCheckSpec) -> bool {
+    matches!(
+        h.protocol.as_str(),
+        "HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS"
+    )
 }
 
 /// The services of a snapshot this load balancer serves, sorted by (app id, service port).
@@ -376,7 +389,7 @@ pub fn services(snapshot: &Snapshot, opts: &ServiceOptions) -> Vec<Service> {
             if health_check.is_none() {
                 if let Some(k) = healthcheck_port_index {
                     health_check = health_check_for(lb.def, k);
-                    if health_check.as_ref().is_some_and(is_http_check) {
+                    if health_check.as_ref().is_some_and(is_http_family_check) {
                         mode = Some(Mode::Http);
                     }
                 }

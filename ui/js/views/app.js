@@ -5,10 +5,11 @@
 // Data: GET /v2/apps/{id} (counts, tasks, deployments and lastTaskFailure are always embedded),
 // GET /v2/queue, and on their tabs GET /v2/apps/{id}/versions[/{v}].
 
-import { ApiError, act, api, appUrl, applyForbidden, get, withForce } from '../api.js';
+import { ApiError, act, api, appUrl, applyForbidden, explain, get, withForce } from '../api.js';
 import { ago, confirmDialog, h, mib, modal, mount, num, time, toast } from '../dom.js';
 import { diffLines, hunks, prettyJson } from '../diff.js';
 import { appStatus, definitionOf, isDelayed, isWaiting, parentGroups, queueByApp, rejectSummary, taskHealth } from '../model.js';
+import { can } from '../perms.js';
 import { instancesCell, statusBadge } from './apps.js';
 import { LogTail } from './logs.js';
 
@@ -52,6 +53,8 @@ export function appView(el, { id, params, nav }) {
   }
 
   function renderTabs() {
+    // Nothing to show under tabs for an app that cannot be read.
+    if (!app && (loadError || gone)) { mount(tabsNav); return; }
     mount(tabsNav, TABS.map(([k, label]) => h('a', {
       href: nav.href('app', id, { tab: k === 'tasks' ? '' : k, task: k === 'logs' ? taskParam : '' }),
       role: 'tab', 'aria-selected': k === tab ? 'true' : 'false', class: k === tab ? 'active' : '', dataset: { tab: k },
@@ -68,18 +71,22 @@ export function appView(el, { id, params, nav }) {
     const status = appStatus(app, queueItem);
     const suspended = app.instances === 0;
     const btn = (action, label, onclick, cls = '') => h(`button${cls}`, { type: 'button', dataset: { action }, onclick }, label);
+    // Only what the user's role allows is offered.
+    const update = can('update', id);
+    const remove = can('delete', id);
     mount(head,
       crumbs,
       h('div.page-head',
         h('div.title-line', h('h1', { title: id }, id.split('/').pop() || id), statusBadge(status)),
-        h('div.actions.app-actions',
-          btn('scale', 'Scale', (e) => scale(e.currentTarget)),
-          btn('restart', 'Restart', (e) => restart(e.currentTarget)),
-          suspended
-            ? btn('resume', 'Resume', (e) => scale(e.currentTarget, 1))
-            : btn('suspend', 'Suspend', (e) => suspend(e.currentTarget)),
-          h('a.button', { href: nav.href('edit', id), dataset: { action: 'edit' } }, 'Edit'),
-          btn('destroy', 'Destroy', (e) => destroy(e.currentTarget), '.danger'))),
+        update || remove
+          ? h('div.actions.app-actions',
+            update ? btn('scale', 'Scale', (e) => scale(e.currentTarget)) : null,
+            update ? btn('restart', 'Restart', (e) => restart(e.currentTarget)) : null,
+            update && suspended ? btn('resume', 'Resume', (e) => scale(e.currentTarget, 1)) : null,
+            update && !suspended ? btn('suspend', 'Suspend', (e) => suspend(e.currentTarget)) : null,
+            update ? h('a.button', { href: nav.href('edit', id), dataset: { action: 'edit' } }, 'Edit') : null,
+            remove ? btn('destroy', 'Destroy', (e) => destroy(e.currentTarget), '.danger') : null)
+          : h('p.muted.view-only', { dataset: { viewOnly: '' } }, 'View only: your role may not change this app.')),
       h('dl.facts',
         h('div', h('dt', 'Instances'), h('dd', instancesCell(app))),
         h('div', h('dt', 'CPU'), h('dd', num(app.cpus))),
@@ -93,7 +100,7 @@ export function appView(el, { id, params, nav }) {
     if (app && isDelayed(queueItem)) {
       items.push(h('div.notice.notice-warn', { dataset: { banner: 'delayed' } },
         `Launches are delayed after failures: ${queueItem.delay.timeLeftSeconds} s left. `,
-        h('button', { type: 'button', dataset: { action: 'reset-delay' }, onclick: (e) => resetDelay(e.currentTarget) }, 'Reset delay')));
+        can('update', id) ? h('button', { type: 'button', dataset: { action: 'reset-delay' }, onclick: (e) => resetDelay(e.currentTarget) }, 'Reset delay') : null));
     } else if (app && isWaiting(queueItem)) {
       const why = rejectSummary(queueItem);
       items.push(h('div.notice.notice-warn', { dataset: { banner: 'waiting' } },
@@ -124,6 +131,7 @@ export function appView(el, { id, params, nav }) {
     const tasks = (app.tasks || []).slice().sort((a, b) => (a.startedAt || a.stagedAt || '').localeCompare(b.startedAt || b.stagedAt || ''));
     for (const t of [...selected]) if (!tasks.some((x) => x.id === t)) selected.delete(t);
     const hasChecks = (app.healthChecks || []).length > 0;
+    const mayKill = can('kill', id);
     const killBtn = h('button', { type: 'button', dataset: { action: 'kill' }, disabled: selected.size === 0, onclick: (e) => kill(e.currentTarget, false) }, 'Kill');
     const killScaleBtn = h('button', { type: 'button', dataset: { action: 'kill-scale' }, disabled: selected.size === 0, onclick: (e) => kill(e.currentTarget, true) }, 'Kill & scale');
     const sync = () => {
@@ -144,9 +152,9 @@ export function appView(el, { id, params, nav }) {
       },
     });
     mount(body,
-      h('div.toolbar', killBtn, killScaleBtn, h('span.muted.hint', 'Select tasks to kill; “Kill & scale” also lowers the instance count.')),
+      mayKill ? h('div.toolbar', killBtn, killScaleBtn, h('span.muted.hint', 'Select tasks to kill; “Kill & scale” also lowers the instance count.')) : null,
       h('table.tasks',
-        h('thead', h('tr', h('th.check', all), h('th', 'Task'), h('th', 'Host and ports'), h('th', 'Health'),
+        h('thead', h('tr', mayKill ? h('th.check', all) : null, h('th', 'Task'), h('th', 'Host and ports'), h('th', 'Health'),
           h('th', 'State'), h('th', 'Started'), h('th', 'Version'), h('th', ''))),
         h('tbody', tasks.map((t) => {
           const box = h('input', {
@@ -154,7 +162,7 @@ export function appView(el, { id, params, nav }) {
             onchange: () => { if (box.checked) selected.add(t.id); else selected.delete(t.id); sync(); },
           });
           return h('tr.task-row', { dataset: { taskId: t.id, state: t.state || '' } },
-            h('td.check', box),
+            mayKill ? h('td.check', box) : null,
             h('td.task-id', { dataset: { label: 'Task' } }, h('code', { title: t.id }, shortTask(t.id))),
             h('td', { dataset: { label: 'Host' } }, hostPorts(t)),
             h('td', { dataset: { label: 'Health' } }, healthCell(t, hasChecks)),
@@ -221,8 +229,10 @@ export function appView(el, { id, params, nav }) {
   function renderConfig() {
     const def = definitionOf(app);
     mount(body,
-      h('div.toolbar', h('a.button', { href: nav.href('edit', id), dataset: { action: 'edit' } }, 'Edit'),
-        h('a.button', { href: nav.href('edit', id, { mode: 'json' }) }, 'Edit as JSON')),
+      can('update', id)
+        ? h('div.toolbar', h('a.button', { href: nav.href('edit', id), dataset: { action: 'edit' } }, 'Edit'),
+          h('a.button', { href: nav.href('edit', id, { mode: 'json' }) }, 'Edit as JSON'))
+        : null,
       h('pre.json.config', JSON.stringify(def, null, 2)));
   }
 
@@ -263,7 +273,7 @@ export function appView(el, { id, params, nav }) {
           h('td', h('code', v), ' ', h('span.muted', ago(v)), v === app.version ? h('span.tag', 'current') : null),
           h('td.row-actions',
             h('button', { type: 'button', dataset: { action: 'view-version' }, onclick: () => viewVersion(v) }, 'View'),
-            v === app.version ? null : h('button', { type: 'button', dataset: { action: 'apply-version' }, onclick: (e) => applyVersion(e.currentTarget, v) }, 'Apply this version')))))),
+            v === app.version || !can('update', id) ? null : h('button', { type: 'button', dataset: { action: 'apply-version' }, onclick: (e) => applyVersion(e.currentTarget, v) }, 'Apply this version')))))),
       h('div.diff-head', h('h2', 'Differences'),
         h('label', h('input', { type: 'checkbox', checked: diffAll, onchange: (e) => { diffAll = e.target.checked; showDiff(diffBox); } }), ' Show everything')),
       diffBox);
@@ -310,11 +320,11 @@ export function appView(el, { id, params, nav }) {
         kv('Queued since', time(q.since)),
         kv('Offers declined', rejectSummary(q) || 'none'))
         : h('p.muted', 'Nothing of this app is waiting to launch.'),
-      h('div.actions.left', h('button', {
+      can('update', id) ? h('div.actions.left', h('button', {
         type: 'button', dataset: { action: 'reset-delay' }, disabled: !isDelayed(q),
         title: isDelayed(q) ? 'Launch again now instead of waiting out the backoff' : 'There is no delay to reset',
         onclick: (e) => resetDelay(e.currentTarget),
-      }, 'Reset delay')));
+      }, 'Reset delay')) : null);
   }
 
   // ---- actions ----
@@ -402,7 +412,9 @@ export function appView(el, { id, params, nav }) {
     } catch (e) {
       if (disposed || mine !== seq) return;
       if (e instanceof ApiError && e.status === 404) { gone = true; app = null; }
-      else loadError = e instanceof ApiError && e.status === 401 ? 'Log in to see this app.' : `Cannot load ${id}: ${e.message}`;
+      else if (e instanceof ApiError && e.status === 401) loadError = 'Log in to see this app.';
+      else if (e instanceof ApiError && e.status === 403) loadError = explain(e);
+      else loadError = `Cannot load ${id}: ${e.message}`;
     }
     renderHead();
     renderBanners();

@@ -8,6 +8,7 @@
 import { ApiError, get } from '../api.js';
 import { h, mib, mount, num } from '../dom.js';
 import { STATUSES, appStatus, groupTree, healthBar, inGroup, parentGroups, queueByApp } from '../model.js';
+import { createTarget } from '../perms.js';
 
 const FILTER_KEY = 'stride.appFilters';
 
@@ -71,6 +72,9 @@ export function appsView(el, { group, nav }) {
   const listBox = h('div.list');
   const title = h('h1', group === '/' ? 'Applications' : group);
   const crumbs = h('div.crumbs');
+  // Where this user may create an app from here: this group, a group inside it, or nowhere.
+  const target = createTarget(group);
+  const newHref = target === null ? null : nav.href('new', '/', { group: target === '/' ? '' : target });
 
   mount(el,
     h('div.page.apps-page',
@@ -79,7 +83,7 @@ export function appsView(el, { group, nav }) {
           h('summary', 'Groups'), treeBox)),
       h('section.content',
         h('div.page-head', h('div', crumbs, title),
-          h('a.button.primary#create-app', { href: nav.href('new', '/', { group: group === '/' ? '' : group }) }, 'Create app')),
+          newHref ? h('a.button.primary#create-app', { href: newHref }, 'Create app') : null),
         h('div.toolbar', search, chips),
         listBox)));
 
@@ -127,8 +131,8 @@ export function appsView(el, { group, nav }) {
       && (filters.statuses.size === 0 || filters.statuses.has(a._status)));
     if (data.apps.length === 0) {
       mount(listBox, h('div.empty',
-        h('p', 'No apps yet.'),
-        h('a.button.primary', { href: nav.href('new', '/', { group: group === '/' ? '' : group }) }, 'Create your first app')));
+        h('p', newHref ? 'No apps yet.' : 'No apps you may see.'),
+        newHref ? h('a.button.primary', { href: newHref }, 'Create your first app') : null));
       return;
     }
     if (shown.length === 0) {

@@ -4,6 +4,7 @@
 
 import { act, api, applyForbidden, get } from '../api.js';
 import { confirmDialog, h, mount, time } from '../dom.js';
+import { canAll } from '../perms.js';
 
 export function deploymentsView(el, { nav }) {
   let disposed = false;
@@ -31,9 +32,10 @@ export function deploymentsView(el, { nav }) {
           h('div',
             h('h2', (d.affectedApps || []).concat(d.affectedPods || []).map((a, i) => [i ? ', ' : '', h('a', { href: nav.href('app', a) }, a)])),
             h('p.muted', h('code', d.id), ' · started ', time(d.version))),
-          h('div.actions',
+          // Rollback and stop need `update` on every app the deployment affects.
+          canAll('update', d.affectedApps || []) ? h('div.actions',
             h('button', { type: 'button', dataset: { action: 'rollback' }, onclick: (e) => rollback(e.currentTarget, d) }, 'Rollback'),
-            h('button.danger', { type: 'button', dataset: { action: 'stop' }, onclick: (e) => stop(e.currentTarget, d) }, 'Stop'))),
+            h('button.danger', { type: 'button', dataset: { action: 'stop' }, onclick: (e) => stop(e.currentTarget, d) }, 'Stop')) : null),
         h('div.progress', { role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': String(total), 'aria-valuenow': String(current), 'aria-label': `Step ${current} of ${total}` },
           h('span.progress-fill', { style: { width: `${Math.max(pct, current ? 4 : 0)}%` } })),
         h('p.step-count', current ? `Step ${current} of ${total}` : `Not started (${total} steps)`),

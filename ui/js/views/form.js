@@ -7,12 +7,13 @@
 // Create: POST /v2/apps. Edit: PUT /v2/apps/{id}?partialUpdate=false with the whole definition,
 // so that a field cleared in the form is cleared in the app.
 
-import { ApiError, act, api, appUrl, get, withForce } from '../api.js';
+import { ApiError, act, api, appUrl, explain, get, withForce } from '../api.js';
 import { h, mount, toast } from '../dom.js';
 import {
   definitionOf, fieldForPath, formatConstraints, formatKeyValues, formatPorts,
   parseConstraints, parseKeyValues, parsePorts,
 } from '../model.js';
+import { can, createTarget } from '../perms.js';
 
 const HC_PROTOCOLS = ['HTTP', 'HTTPS', 'TCP', 'COMMAND', 'MESOS_HTTP', 'MESOS_HTTPS', 'MESOS_TCP'];
 
@@ -122,10 +123,22 @@ export function formView(el, { id, group, nav }) {
   mount(el, h('div.page.form-page',
     h('div.crumbs', h('a', { href: nav.href('apps', '/') }, 'Applications'), editing ? [' / ', h('a', { href: nav.href('app', id) }, id)] : null),
     h('h1', editing ? `Edit ${id}` : 'Create an app'),
+    permissionNotice(),
     h('p.muted.loading', { hidden: !editing }, 'Loading…'),
     form));
   form.hidden = editing;
   document.title = editing ? `Stride · edit ${id}` : 'Stride · new app';
+
+  /** Says so up front when the user's role cannot save what this form makes. */
+  function permissionNotice() {
+    if (editing && !can('update', id)) {
+      return h('p.notice.notice-warn', { dataset: { notice: 'forbidden' } }, `Your role may not change ${id}: the API will refuse to deploy changes.`);
+    }
+    if (!editing && createTarget('/') === null) {
+      return h('p.notice.notice-warn', { dataset: { notice: 'forbidden' } }, 'Your role may not create apps: the API will refuse.');
+    }
+    return null;
+  }
 
   function small(label, input, cls) {
     return h(`div.small-field${cls ? '.' + cls : ''}`, h('label', { for: input.id }, label), input);
@@ -346,6 +359,12 @@ export function formView(el, { id, group, nav }) {
       } catch (e) {
         if (e instanceof ApiError && (e.status === 422 || e.status === 400)) {
           showApiErrors(e);
+          return undefined;
+        }
+        // Refused for this user: said beside the id (another id may be allowed), the button
+        // stays usable.
+        if (e instanceof ApiError && e.status === 403) {
+          if (editing || !showFieldError('id', explain(e))) showSummary(explain(e), []);
           return undefined;
         }
         throw e;
