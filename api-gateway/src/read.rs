@@ -5,6 +5,7 @@
 //! 500 when it is the object asked for.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -216,6 +217,53 @@ impl Snapshot {
             last_task_failure: self.failures.get(&app.to_string()),
             readiness: Vec::new(),
         }
+    }
+}
+
+/// The last [`Snapshot`] read and the store revision it was read under. Listings are served
+/// from it for as long as no commit has been applied since; after one, the first reader reloads
+/// it while the others wait for that read instead of making their own. A request always sees
+/// every commit acknowledged before it began.
+#[derive(Default)]
+pub struct SnapshotCache {
+    last: tokio::sync::Mutex<Option<(String, Arc<Snapshot>)>>,
+}
+
+impl SnapshotCache {
+    pub async fn get(&self, store: &dyn StateStore) -> Result<Arc<Snapshot>> {
+        if store.revision().await?.is_none() {
+            return Ok(Arc::new(Snapshot::load(store).await?));
+        }
+        let mut last = self.last.lock().await;
+        // Read under the lock: another reader may have just loaded what this one wants.
+        let Some(rev) = store.revision().await? else {
+            return Ok(Arc::new(Snapshot::load(store).await?));
+        };
+        if let Some((r, snap)) = last.as_ref() {
+            if *r == rev {
+                return Ok(snap.clone());
+            }
+        }
+        // What is read may already include later commits; the next request then sees a newer
+        // revision and reads again.
+        let snap = Arc::new(Snapshot::load(store).await?);
+        *last = Some((rev, snap.clone()));
+        Ok(snap)
+    }
+
+    /// The kept snapshot when it is still current; `None` when it is not (or is being read
+    /// again), without reading one.
+    pub async fn fresh(&self, store: &dyn StateStore) -> Result<Option<Arc<Snapshot>>> {
+        let Some(rev) = store.revision().await? else {
+            return Ok(None);
+        };
+        let Ok(last) = self.last.try_lock() else {
+            return Ok(None);
+        };
+        Ok(last
+            .as_ref()
+            .filter(|(r, _)| *r == rev)
+            .map(|(_, snap)| snap.clone()))
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn run_with_leader(
         admission,
         audit,
         grpc_tls,
+        snapshots: Default::default(),
     });
 
     let scheme = if https.is_some() { "https" } else { "http" };

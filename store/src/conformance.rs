@@ -21,6 +21,40 @@ pub async fn run_all<S: StateStore>(store: &S) {
     lease_is_exclusive_and_epochs_grow(store).await;
     fenced_writes_change_nothing(store).await;
     events_are_ordered_and_resumable(store).await;
+    the_revision_changes_with_every_commit(store).await;
+}
+
+async fn the_revision_changes_with_every_commit<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("rev"), Duration::from_secs(5))
+        .await
+        .expect("store reachable")
+        .expect("free lease");
+    let before = store.revision().await.expect("revision");
+    assert!(before.is_some(), "the store keeps a revision");
+    assert_eq!(store.revision().await.expect("revision"), before, "stable");
+    let mut seen = vec![before];
+    for n in 0..3 {
+        let mut b = Batch::new();
+        b.put("rev", "k", Bytes::from(format!("{n}")));
+        store.commit(&lease, b).await.expect("commit");
+        let now = store.revision().await.expect("revision");
+        assert!(
+            !seen.contains(&now),
+            "commit {n} left the revision at {now:?}"
+        );
+        seen.push(now);
+    }
+    let last = seen.last().cloned().flatten();
+    let mut fenced = Batch::new();
+    fenced.put("rev", "k", Bytes::from_static(b"x"));
+    store.release(&lease).await.expect("release");
+    assert!(store.commit(&lease, fenced).await.is_err());
+    assert_eq!(
+        store.revision().await.expect("revision"),
+        last,
+        "a fenced commit changes nothing"
+    );
 }
 
 async fn collections<S: StateStore>(store: &S) {

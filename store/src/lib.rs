@@ -278,6 +278,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Unfenced single-value writes for processes that do not lead (membership, heartbeats).
     async fn put_unfenced(&self, collection: &str, key: &str, value: Bytes) -> Result<()>;
     async fn delete_unfenced(&self, collection: &str, key: &str) -> Result<()>;
+
+    /// A token that changes whenever a commit is applied, so that a reader holding what it read
+    /// under one token knows the committed state is unchanged while the token is. `None` when
+    /// the store cannot tell: readers then read again every time. Unfenced writes do not count.
+    async fn revision(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ struct Inner {
     events: VecDeque<StoredEvent>,
     /// Last stream id handed out, to keep ids strictly increasing.
     last_id: (u64, u64),
+    /// Commits applied so far.
+    commits: u64,
 }
 
 impl Inner {
@@ -101,6 +103,7 @@ impl StateStore for MemoryStore {
             if inner.lease_token() != Some(lease.token().as_str()) {
                 return Err(StoreError::Fenced);
             }
+            inner.commits += 1;
             for op in batch.ops {
                 match op {
                     Op::Put {
@@ -241,5 +244,9 @@ impl StateStore for MemoryStore {
             c.remove(key);
         }
         Ok(())
+    }
+
+    async fn revision(&self) -> Result<Option<String>> {
+        Ok(Some(self.inner.lock().commits.to_string()))
     }
 }

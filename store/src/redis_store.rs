@@ -957,6 +957,18 @@ impl StateStore for RedisStore {
         .await?;
         Ok(())
     }
+
+    /// The id of the last commit applied: every commit writes its own, unique one.
+    async fn revision(&self) -> Result<Option<String>> {
+        let k = self.last_commit_key();
+        let v: Option<String> = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.get(k).await?) }
+            })
+            .await?;
+        Ok(Some(v.unwrap_or_default()))
+    }
 }
 
 #[cfg(test)]

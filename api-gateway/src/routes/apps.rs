@@ -112,7 +112,7 @@ pub(crate) async fn list(
     let cmd = q.get("cmd").map(str::to_lowercase);
     let id = q.get("id").map(str::to_lowercase);
 
-    let snap = Snapshot::load(gw.store.as_ref()).await?;
+    let snap = gw.snapshots.get(gw.store.as_ref()).await?;
     let by_app = snap.instances_by_app();
     let apps: Vec<Value> = snap
         .apps
@@ -185,6 +185,19 @@ async fn group_scope(caller: &Caller, group: &PathId) -> Result<Arc<Scope>> {
 
 async fn show(gw: &Gateway, q: &Query, id: &PathId) -> Result<HttpResponse> {
     let store = gw.store.as_ref();
+    let embed = Embed::parse(q.all("embed"), Embed::single_app());
+    if let Some(snap) = gw.snapshots.fresh(store).await? {
+        let app = snap
+            .apps
+            .get(id)
+            .ok_or_else(|| ApiError::app_not_found(id))?;
+        let instances = snap.instances.iter().filter(|i| i.app_id == *id).collect();
+        let status = snap.status(id, instances);
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "app": app_info(app, &status, embed) }),
+        ));
+    }
     let key = id.to_string();
     let (app, instances, deployments, failure) = futures::try_join!(
         read::app(store, id),
@@ -200,7 +213,6 @@ async fn show(gw: &Gateway, q: &Query, id: &PathId) -> Result<HttpResponse> {
         last_task_failure: failure.as_ref(),
         readiness: Vec::new(),
     };
-    let embed = Embed::parse(q.all("embed"), Embed::single_app());
     Ok(json_response(
         StatusCode::OK,
         &json!({ "app": app_info(&app, &status, embed) }),
@@ -225,7 +237,7 @@ async fn show_group(
     group: &PathId,
     scope: &Scope,
 ) -> Result<HttpResponse> {
-    let snap = Snapshot::load(gw.store.as_ref()).await?;
+    let snap = gw.snapshots.get(gw.store.as_ref()).await?;
     if !group_exists(gw, &snap, group).await? {
         return Err(GatewayError::not_found(format!(
             "Group '{group}' does not exist"
@@ -259,7 +271,7 @@ async fn app_tasks(
     wildcard: Option<&Scope>,
 ) -> Result<HttpResponse> {
     let store = gw.store.as_ref();
-    let snap = Snapshot::load(store).await?;
+    let snap = gw.snapshots.get(store).await?;
     let selected: Vec<&App> = if let Some(scope) = wildcard {
         if !group_exists(gw, &snap, id).await? {
             return Err(GatewayError::not_found(format!(

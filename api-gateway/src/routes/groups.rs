@@ -24,7 +24,6 @@ use crate::admission::{Kind, Operation};
 use crate::auth::{Action, Caller};
 use crate::error::{GatewayError, Result};
 use crate::http::{base_url, deployment_result, json as json_response, origin, Query};
-use crate::read::Snapshot;
 use crate::state::Gateway;
 
 enum GroupPath {
@@ -91,7 +90,7 @@ pub(crate) async fn get(
             caller.require(Action::View, &id).await?;
             let versions = history::group_versions(gw.store.as_ref(), &id.to_string()).await?;
             if versions.is_empty() && !id.is_root() {
-                let snap = Snapshot::load(gw.store.as_ref()).await?;
+                let snap = gw.snapshots.get(gw.store.as_ref()).await?;
                 let tree = all_groups(snap.apps.keys(), &metas(&gw).await?);
                 if !tree.contains(&id) {
                     return Err(no_group(&id));
@@ -124,7 +123,7 @@ fn collect_apps(group: &Value, out: &mut Vec<Value>) {
 }
 
 async fn show_value(gw: &Gateway, q: &Query, id: &PathId) -> Result<Value> {
-    let (snap, metas) = futures::try_join!(Snapshot::load(gw.store.as_ref()), metas(gw))?;
+    let (snap, metas) = futures::try_join!(gw.snapshots.get(gw.store.as_ref()), metas(gw))?;
     let tree = all_groups(snap.apps.keys(), &metas);
     if !tree.contains(id) {
         return Err(no_group(id));

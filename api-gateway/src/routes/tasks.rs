@@ -18,7 +18,6 @@ use super::apps::kill_request;
 use crate::auth::{Action, Caller};
 use crate::error::{GatewayError, Result};
 use crate::http::{deployment_result, json as json_response, wants_text_plain, Query};
-use crate::read::Snapshot;
 use crate::state::Gateway;
 
 /// `GET /v2/tasks` (`status` / `status[]` = `running`, `staging`): the tasks of the apps the
@@ -39,7 +38,7 @@ pub(crate) async fn list(
             _ => None,
         })
         .collect();
-    let snap = Snapshot::load(gw.store.as_ref()).await?;
+    let snap = gw.snapshots.get(gw.store.as_ref()).await?;
     if wants_text_plain(&req) {
         let by_app = snap.instances_by_app();
         return Ok(HttpResponse::Ok()
