@@ -4,6 +4,11 @@
 //! instances already placed. It never over-commits cpus, mem, disk or ports, honours every
 //! constraint (reference §6), and gives the same answer for the same input: candidates are ranked
 //! by a [`Score`] whose field order is the policy, with the agent id as the last tie-break.
+//!
+//! Constraints are checked through [`Constraints`], which counts an app's placed instances by
+//! each constraint field's value once per round and keeps the counts as instances are placed,
+//! so an offer costs O(constraints) to check however many instances the app has;
+//! [`constraint_accepts`] is the plain definition it is tested against.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -134,7 +139,12 @@ pub struct MatchResult {
 }
 
 fn whole_match(re: &str, value: &str) -> bool {
-    Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(value))
+    Regex::new(&anchored(re)).is_ok_and(|r| r.is_match(value))
+}
+
+/// `LIKE` and `UNLIKE` match the whole value, as Java's `String.matches` does.
+fn anchored(re: &str) -> String {
+    format!("^(?:{re})$")
 }
 
 fn format_scalar(v: &str) -> String {
@@ -149,6 +159,10 @@ fn format_scalar(v: &str) -> String {
 }
 
 /// Does `offer` satisfy one constraint, given the app's placed instances (reference §6.3)?
+///
+/// The definition, written as the reference states it: it walks `placed` (and compiles a
+/// `LIKE` pattern) on every call. Matching goes through [`Constraints`] instead, which gives the
+/// same answers (the tests compare the two) at a cost that does not grow with `placed`.
 pub fn constraint_accepts(c: &[String], offer: &Offer, placed: &[PlacedInstance]) -> bool {
     let (Some(field), Some(op)) = (c.first(), c.get(1)) else {
         return false;
@@ -193,6 +207,235 @@ pub fn constraint_accepts(c: &[String], offer: &Offer, placed: &[PlacedInstance]
             }
         }
         _ => false,
+    }
+}
+
+/// One constraint's operator and value, parsed once.
+#[derive(Debug)]
+enum Rule {
+    /// Too few fields or an unknown operator: no offer passes.
+    Never,
+    Unique,
+    /// `CLUSTER` without a value: the value of the first placed instance that has the field.
+    ClusterFirst,
+    /// `CLUSTER` with a value.
+    ClusterOn(String),
+    MaxPer(usize),
+    GroupBy(usize),
+    /// `None` when the pattern does not compile: then no value matches it.
+    Like(Option<Regex>),
+    Unlike(Option<Regex>),
+    /// The value as [`format_scalar`] renders it.
+    Is(String),
+}
+
+impl Rule {
+    fn parse(c: &[String]) -> Rule {
+        let (Some(_), Some(op)) = (c.first(), c.get(1)) else {
+            return Rule::Never;
+        };
+        let value = c.get(2).map(String::as_str).unwrap_or("");
+        let pattern = || Regex::new(&anchored(value)).ok();
+        match op.as_str() {
+            "UNIQUE" => Rule::Unique,
+            "CLUSTER" if value.is_empty() => Rule::ClusterFirst,
+            "CLUSTER" => Rule::ClusterOn(value.to_string()),
+            "MAX_PER" => Rule::MaxPer(value.parse().unwrap_or(0)),
+            "GROUP_BY" if value == "inf" => Rule::GroupBy(usize::MAX),
+            "GROUP_BY" => Rule::GroupBy(value.parse().unwrap_or(0)),
+            "LIKE" => Rule::Like(pattern()),
+            "UNLIKE" => Rule::Unlike(pattern()),
+            "IS" => Rule::Is(format_scalar(value)),
+            _ => Rule::Never,
+        }
+    }
+
+    /// The part of the decision that depends on the offer's value alone.
+    fn admits(&self, v: &str) -> bool {
+        match self {
+            Rule::Never => false,
+            Rule::ClusterOn(want) => v == want,
+            Rule::Like(re) => re.as_ref().is_some_and(|r| r.is_match(v)),
+            Rule::Unlike(re) => !re.as_ref().is_some_and(|r| r.is_match(v)),
+            Rule::Is(want) => format_scalar(v) == *want,
+            Rule::Unique | Rule::ClusterFirst | Rule::MaxPer(_) | Rule::GroupBy(_) => true,
+        }
+    }
+
+    /// Only `UNLIKE` passes an offer that lacks the field.
+    fn admits_missing(&self) -> bool {
+        matches!(self, Rule::Unlike(_))
+    }
+
+    fn reads_placed(&self) -> bool {
+        matches!(
+            self,
+            Rule::Unique | Rule::ClusterFirst | Rule::MaxPer(_) | Rule::GroupBy(_)
+        )
+    }
+}
+
+/// One constraint, with the app's placed instances counted by the constraint field's value.
+#[derive(Debug)]
+struct Check {
+    field: String,
+    rule: Rule,
+    /// Every value seen so far, on a placed instance or an offer, numbered in order of sight;
+    /// the vectors below are indexed by that number.
+    ids: HashMap<String, usize>,
+    /// Whether the rule admits the value on its own (so a pattern runs once per value).
+    admitted: Vec<bool>,
+    /// Placed instances with the value.
+    counts: Vec<usize>,
+    /// The value of the first placed instance that has the field (`CLUSTER` without a value).
+    first: Option<usize>,
+    /// How many values have each count above zero: `GROUP_BY`'s groups, and its smallest group.
+    by_count: BTreeMap<usize, usize>,
+    groups: usize,
+    min_count: usize,
+}
+
+impl Check {
+    fn new(c: &[String]) -> Self {
+        Self {
+            field: c.first().cloned().unwrap_or_default(),
+            rule: Rule::parse(c),
+            ids: HashMap::new(),
+            admitted: Vec::new(),
+            counts: Vec::new(),
+            first: None,
+            by_count: BTreeMap::new(),
+            groups: 0,
+            min_count: 0,
+        }
+    }
+
+    fn intern(&mut self, v: &str) -> usize {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        let id = self.counts.len();
+        self.ids.insert(v.to_string(), id);
+        self.admitted.push(self.rule.admits(v));
+        self.counts.push(0);
+        id
+    }
+
+    fn record(&mut self, p: &PlacedInstance) {
+        if !self.rule.reads_placed() {
+            return;
+        }
+        let Some(v) = p.field(&self.field) else {
+            return;
+        };
+        let id = self.intern(v);
+        self.first.get_or_insert(id);
+        let before = self.counts[id];
+        if before == 0 {
+            self.groups += 1;
+        } else if let Some(n) = self.by_count.get_mut(&before) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_count.remove(&before);
+            }
+        }
+        self.counts[id] = before + 1;
+        *self.by_count.entry(before + 1).or_default() += 1;
+        self.min_count = self.by_count.keys().next().copied().unwrap_or(0);
+    }
+
+    /// The decision for a value the rule admits on its own, placed on `count` instances;
+    /// `id` is `None` for a value never seen.
+    fn decide(&self, count: usize, id: Option<usize>) -> bool {
+        match self.rule {
+            Rule::Unique => count == 0,
+            Rule::ClusterFirst => self.first.is_none_or(|f| Some(f) == id),
+            Rule::MaxPer(n) => count < n,
+            Rule::GroupBy(n) => count == 0 || (self.groups >= n && count == self.min_count),
+            Rule::Never => false,
+            Rule::ClusterOn(_) | Rule::Like(_) | Rule::Unlike(_) | Rule::Is(_) => true,
+        }
+    }
+
+    fn accepts(&self, offer: &Offer) -> bool {
+        let Some(v) = offer.field(&self.field) else {
+            return self.rule.admits_missing();
+        };
+        match self.ids.get(v) {
+            Some(&id) => self.accepts_id(Some(id)),
+            None => self.rule.admits(v) && self.decide(0, None),
+        }
+    }
+
+    fn accepts_id(&self, id: Option<usize>) -> bool {
+        match id {
+            None => self.rule.admits_missing(),
+            Some(id) => self.admitted[id] && self.decide(self.counts[id], Some(id)),
+        }
+    }
+}
+
+/// An app's constraints, with its placed instances counted per constraint by field value, so
+/// that checking an offer costs O(constraints) whatever the number placed, and placing one
+/// more instance costs the same. Answers exactly as [`constraint_accepts`] does for every
+/// constraint together.
+#[derive(Debug)]
+pub struct Constraints {
+    checks: Vec<Check>,
+}
+
+/// An offer's value for each constraint of one [`Constraints`], numbered by
+/// [`Constraints::values_of`]; only meaningful to the `Constraints` that made it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfferValues(Vec<Option<usize>>);
+
+impl Constraints {
+    /// Counts `placed` (the app's placed instances, reference §6.3) for `constraints`.
+    pub fn new(constraints: &[Vec<String>], placed: &[PlacedInstance]) -> Self {
+        let mut s = Self {
+            checks: constraints.iter().map(|c| Check::new(c)).collect(),
+        };
+        for p in placed {
+            s.record(p);
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Counts one more placed instance.
+    pub fn record(&mut self, p: &PlacedInstance) {
+        for c in &mut self.checks {
+            c.record(p);
+        }
+    }
+
+    /// Does `offer` satisfy every constraint?
+    pub fn accepts(&self, offer: &Offer) -> bool {
+        self.checks.iter().all(|c| c.accepts(offer))
+    }
+
+    /// The offer's values, looked up once: an agent's attributes do not change while it is
+    /// matched, so [`Constraints::accepts_values`] can then check it without reading them.
+    pub fn values_of(&mut self, offer: &Offer) -> OfferValues {
+        OfferValues(
+            self.checks
+                .iter_mut()
+                .map(|c| offer.field(&c.field).map(|v| c.intern(v)))
+                .collect(),
+        )
+    }
+
+    /// [`Constraints::accepts`] for an offer whose values were taken by
+    /// [`Constraints::values_of`] of this same `Constraints`.
+    pub fn accepts_values(&self, values: &OfferValues) -> bool {
+        debug_assert_eq!(values.0.len(), self.checks.len());
+        self.checks
+            .iter()
+            .zip(&values.0)
+            .all(|(c, id)| c.accepts_id(*id))
     }
 }
 
@@ -248,46 +491,75 @@ fn free_port_count(ranges: &[(u32, u32)]) -> usize {
     ranges.iter().map(|(b, e)| (e - b + 1) as usize).sum()
 }
 
-fn rejects(app: &App, o: &Offer, placed: &[PlacedInstance], fixed_ports: bool) -> Option<Reject> {
-    if let Some(roles) = &app.accepted_resource_roles {
-        if !roles
-            .iter()
-            .any(|r| r == "*" || Some(r) == app.role.as_ref())
-        {
-            return Some(Reject::UnfulfilledRole);
+/// What one app asks of every offer, worked out once per app and matching round.
+struct Ask<'a> {
+    app: &'a App,
+    /// Whether the app's accepted roles admit its role: the same for every offer.
+    role_ok: bool,
+    wanted_ports: Vec<Option<u32>>,
+    fixed_ports: bool,
+    constraints: Constraints,
+}
+
+impl<'a> Ask<'a> {
+    fn new(app: &'a App, placed: &[PlacedInstance]) -> Self {
+        let wanted_ports = app.required_host_ports();
+        Self {
+            app,
+            role_ok: app.accepted_resource_roles.as_ref().is_none_or(|roles| {
+                roles
+                    .iter()
+                    .any(|r| r == "*" || Some(r) == app.role.as_ref())
+            }),
+            fixed_ports: wanted_ports.iter().any(Option::is_some),
+            wanted_ports,
+            constraints: Constraints::new(&app.constraints, placed),
         }
     }
-    if !app
-        .constraints
-        .iter()
-        .all(|c| constraint_accepts(c, o, placed))
-    {
-        return Some(Reject::UnfulfilledConstraint);
+
+    /// The first step of the funnel that refuses `o` (whose values are `values`), if any.
+    fn rejects(&self, o: &Offer, values: &OfferValues) -> Option<Reject> {
+        let app = self.app;
+        if !self.role_ok {
+            return Some(Reject::UnfulfilledRole);
+        }
+        if !self.constraints.accepts_values(values) {
+            return Some(Reject::UnfulfilledConstraint);
+        }
+        const EPS: f64 = 1e-9;
+        if app.cpus > o.cpus + EPS {
+            return Some(Reject::InsufficientCpus);
+        }
+        if app.mem > o.mem + EPS {
+            return Some(Reject::InsufficientMemory);
+        }
+        if app.disk > o.disk + EPS {
+            return Some(Reject::InsufficientDisk);
+        }
+        if app.gpus.max(0) as u32 > o.gpus {
+            return Some(Reject::InsufficientGpus);
+        }
+        let fits = if self.fixed_ports {
+            let mut ports = o.ports.clone();
+            take_ports(&mut ports, &self.wanted_ports).is_some()
+        } else {
+            free_port_count(&o.ports) >= self.wanted_ports.len()
+        };
+        if !fits {
+            return Some(Reject::InsufficientPorts);
+        }
+        None
     }
-    const EPS: f64 = 1e-9;
-    if app.cpus > o.cpus + EPS {
-        return Some(Reject::InsufficientCpus);
+
+    fn reasons(&self, offers: &[Offer], values: &[OfferValues]) -> BTreeMap<Reject, usize> {
+        let mut reasons = BTreeMap::new();
+        for (o, v) in offers.iter().zip(values) {
+            if let Some(r) = self.rejects(o, v) {
+                *reasons.entry(r).or_default() += 1;
+            }
+        }
+        reasons
     }
-    if app.mem > o.mem + EPS {
-        return Some(Reject::InsufficientMemory);
-    }
-    if app.disk > o.disk + EPS {
-        return Some(Reject::InsufficientDisk);
-    }
-    if app.gpus.max(0) as u32 > o.gpus {
-        return Some(Reject::InsufficientGpus);
-    }
-    let wanted = app.required_host_ports();
-    let fits = if fixed_ports {
-        let mut ports = o.ports.clone();
-        take_ports(&mut ports, &wanted).is_some()
-    } else {
-        free_port_count(&o.ports) >= wanted.len()
-    };
-    if !fits {
-        return Some(Reject::InsufficientPorts);
-    }
-    None
 }
 
 /// Places one instance on offer `ix`: takes its resources and records where it went.
@@ -295,6 +567,7 @@ fn place(
     offers: &mut [Offer],
     ix: usize,
     p: &Pending<'_>,
+    ask: &mut Ask<'_>,
     app_placed: &mut Vec<PlacedInstance>,
     result: &mut MatchResult,
 ) -> bool {
@@ -315,6 +588,7 @@ fn place(
         host_ports,
         attributes: placed_instance.attributes.clone(),
     });
+    ask.constraints.record(&placed_instance);
     app_placed.push(placed_instance);
     true
 }
@@ -330,7 +604,10 @@ fn score(o: &Offer, app: &App, same_app: usize) -> (usize, i64) {
 /// Each instance goes to the feasible agent with the lowest [`Score`]. For apps without
 /// constraints or fixed host ports the agents wait in a heap keyed by that score, so placing k
 /// instances over A agents costs O(A + k log A) instead of O(k × A); the answer is the same,
-/// since placing an instance only changes the score of the agent that took it.
+/// since placing an instance only changes the score of the agent that took it. Other apps scan
+/// every agent for every instance, each check O(constraints) through [`Constraints`]: with c
+/// constraints and p instances placed, O(p × c + k × A × c), where checking each agent against
+/// the placed instances cost O(k × A × p).
 pub fn match_offers(
     offers: &mut [Offer],
     pending: &[Pending<'_>],
@@ -348,53 +625,58 @@ pub fn match_offers(
             })
             .push(p);
     }
+    // Agents numbered once, so an app's instances are counted per agent by index, not by name.
+    let mut slot_of: HashMap<String, usize> = HashMap::with_capacity(offers.len());
+    let slots: Vec<usize> = offers
+        .iter()
+        .map(|o| {
+            let next = slot_of.len();
+            *slot_of.entry(o.agent_id.clone()).or_insert(next)
+        })
+        .collect();
     for app_id in order {
         let list = &by_app[app_id];
         let app = list[0].app;
         let app_placed = placed.entry(app.id.clone()).or_default();
-        let mut same: HashMap<String, usize> = HashMap::new();
+        let mut same = vec![0usize; slot_of.len()];
         for x in app_placed.iter() {
-            *same.entry(x.agent_id.clone()).or_default() += 1;
+            if let Some(&s) = slot_of.get(x.agent_id.as_str()) {
+                same[s] += 1;
+            }
         }
-        let fixed_ports = app.required_host_ports().iter().any(Option::is_some);
-        let simple = app.constraints.is_empty() && !fixed_ports;
-        let reasons_for =
-            |offers: &[Offer], app_placed: &[PlacedInstance]| -> BTreeMap<Reject, usize> {
-                let mut reasons = BTreeMap::new();
-                for o in offers {
-                    if let Some(r) = rejects(app, o, app_placed, fixed_ports) {
-                        *reasons.entry(r).or_default() += 1;
-                    }
-                }
-                reasons
-            };
-        if simple {
+        let mut ask = Ask::new(app, app_placed);
+        let values: Vec<OfferValues> = offers
+            .iter()
+            .map(|o| ask.constraints.values_of(o))
+            .collect();
+        // Once no agent takes an instance, nothing has changed for the next one: every further
+        // instance waits for the same reasons.
+        let mut exhausted: Option<BTreeMap<Reject, usize>> = None;
+        if ask.constraints.is_empty() && !ask.fixed_ports {
             let mut heap: BinaryHeap<Reverse<(usize, i64, String, usize)>> = BinaryHeap::new();
             for (ix, o) in offers.iter().enumerate() {
-                if rejects(app, o, app_placed, false).is_none() {
-                    let (a, b) = score(o, app, same.get(&o.agent_id).copied().unwrap_or(0));
+                if ask.rejects(o, &values[ix]).is_none() {
+                    let (a, b) = score(o, app, same[slots[ix]]);
                     heap.push(Reverse((a, b, o.agent_id.clone(), ix)));
                 }
             }
-            // Once no agent is left, every further instance waits for the same reasons.
-            let mut exhausted: Option<BTreeMap<Reject, usize>> = None;
             for p in list {
                 let Some(Reverse((_, _, agent, ix))) = heap.pop() else {
-                    let reasons = exhausted.get_or_insert_with(|| reasons_for(offers, app_placed));
+                    let reasons = exhausted.get_or_insert_with(|| ask.reasons(offers, &values));
                     result
                         .unmatched
                         .push((p.instance_id.clone(), reasons.clone()));
                     continue;
                 };
-                if !place(offers, ix, p, app_placed, &mut result) {
+                if !place(offers, ix, p, &mut ask, app_placed, &mut result) {
                     result
                         .unmatched
-                        .push((p.instance_id.clone(), reasons_for(offers, app_placed)));
+                        .push((p.instance_id.clone(), ask.reasons(offers, &values)));
                     continue;
                 }
-                let n = same.entry(agent.clone()).or_default();
+                let n = &mut same[slots[ix]];
                 *n += 1;
-                if rejects(app, &offers[ix], app_placed, false).is_none() {
+                if ask.rejects(&offers[ix], &values[ix]).is_none() {
                     let (a, b) = score(&offers[ix], app, *n);
                     heap.push(Reverse((a, b, agent, ix)));
                 }
@@ -402,13 +684,18 @@ pub fn match_offers(
             continue;
         }
         for p in list {
+            if let Some(reasons) = &exhausted {
+                result
+                    .unmatched
+                    .push((p.instance_id.clone(), reasons.clone()));
+                continue;
+            }
             let mut best: Option<(Score<'_>, usize)> = None;
             for (ix, o) in offers.iter().enumerate() {
-                if rejects(app, o, app_placed, fixed_ports).is_some() {
+                if ask.rejects(o, &values[ix]).is_some() {
                     continue;
                 }
-                let (same_app_instances, cpus_left_milli) =
-                    score(o, app, same.get(&o.agent_id).copied().unwrap_or(0));
+                let (same_app_instances, cpus_left_milli) = score(o, app, same[slots[ix]]);
                 let s = Score {
                     same_app_instances,
                     cpus_left_milli,
@@ -418,14 +705,20 @@ pub fn match_offers(
                     best = Some((s, ix));
                 }
             }
-            let chosen = best.map(|(_, ix)| ix);
-            match chosen {
-                Some(ix) if place(offers, ix, p, app_placed, &mut result) => {
-                    *same.entry(offers[ix].agent_id.clone()).or_default() += 1;
+            match best.map(|(_, ix)| ix) {
+                Some(ix) if place(offers, ix, p, &mut ask, app_placed, &mut result) => {
+                    same[slots[ix]] += 1;
                 }
-                _ => result
+                Some(_) => result
                     .unmatched
-                    .push((p.instance_id.clone(), reasons_for(offers, app_placed))),
+                    .push((p.instance_id.clone(), ask.reasons(offers, &values))),
+                None => {
+                    let reasons = ask.reasons(offers, &values);
+                    result
+                        .unmatched
+                        .push((p.instance_id.clone(), reasons.clone()));
+                    exhausted = Some(reasons);
+                }
             }
         }
     }
@@ -544,6 +837,317 @@ mod tests {
             &o,
             &[]
         ));
+    }
+
+    /// Matching as the reference states it: every agent checked for every instance with
+    /// [`constraint_accepts`] over the app's placed instances, the lowest score taken.
+    fn plain_match(
+        offers: &mut [Offer],
+        pending: &[Pending<'_>],
+        placed: &mut HashMap<PathId, Vec<PlacedInstance>>,
+    ) -> MatchResult {
+        let mut result = MatchResult::default();
+        let mut order: Vec<&PathId> = Vec::new();
+        for p in pending {
+            if !order.contains(&&p.app.id) {
+                order.push(&p.app.id);
+            }
+        }
+        for app_id in order {
+            let list: Vec<&Pending<'_>> = pending.iter().filter(|p| &p.app.id == app_id).collect();
+            let app = list[0].app;
+            let app_placed = placed.entry(app.id.clone()).or_default();
+            let wanted = app.required_host_ports();
+            let refuses = |o: &Offer, app_placed: &[PlacedInstance]| -> Option<Reject> {
+                if let Some(roles) = &app.accepted_resource_roles {
+                    if !roles
+                        .iter()
+                        .any(|r| r == "*" || Some(r) == app.role.as_ref())
+                    {
+                        return Some(Reject::UnfulfilledRole);
+                    }
+                }
+                if !app
+                    .constraints
+                    .iter()
+                    .all(|c| constraint_accepts(c, o, app_placed))
+                {
+                    return Some(Reject::UnfulfilledConstraint);
+                }
+                if app.cpus > o.cpus + 1e-9 {
+                    return Some(Reject::InsufficientCpus);
+                }
+                if app.mem > o.mem + 1e-9 {
+                    return Some(Reject::InsufficientMemory);
+                }
+                if app.disk > o.disk + 1e-9 {
+                    return Some(Reject::InsufficientDisk);
+                }
+                if app.gpus.max(0) as u32 > o.gpus {
+                    return Some(Reject::InsufficientGpus);
+                }
+                let mut ports = o.ports.clone();
+                match take_ports(&mut ports, &wanted) {
+                    Some(_) => None,
+                    None => Some(Reject::InsufficientPorts),
+                }
+            };
+            for p in list {
+                let best = offers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| refuses(o, app_placed).is_none())
+                    .min_by_key(|(_, o)| {
+                        let same = app_placed
+                            .iter()
+                            .filter(|x| x.agent_id == o.agent_id)
+                            .count();
+                        let left = ((o.cpus - app.cpus) * 1000.0).round() as i64;
+                        (same, left, o.agent_id.clone())
+                    })
+                    .map(|(ix, _)| ix);
+                let Some(ix) = best else {
+                    let mut reasons = BTreeMap::new();
+                    for o in offers.iter() {
+                        if let Some(r) = refuses(o, app_placed) {
+                            *reasons.entry(r).or_default() += 1;
+                        }
+                    }
+                    result.unmatched.push((p.instance_id.clone(), reasons));
+                    continue;
+                };
+                let o = &mut offers[ix];
+                let host_ports = take_ports(&mut o.ports, &wanted).expect("checked");
+                o.cpus -= app.cpus;
+                o.mem -= app.mem;
+                o.disk -= app.disk;
+                o.gpus -= app.gpus.max(0) as u32;
+                let x = PlacedInstance::of_offer(o);
+                result.assignments.push(Assignment {
+                    instance_id: p.instance_id.clone(),
+                    app_id: app.id.clone(),
+                    agent_id: o.agent_id.clone(),
+                    hostname: o.hostname.clone(),
+                    host_ports,
+                    attributes: x.attributes.clone(),
+                });
+                app_placed.push(x);
+            }
+        }
+        result
+    }
+
+    const FIELDS: &[&str] = &[
+        "hostname",
+        "@hostname",
+        "rack_id",
+        "@region",
+        "@zone",
+        "gen",
+        "absent",
+    ];
+    const OPS: &[&str] = &[
+        "UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS", "NEAR",
+    ];
+    const VALUES: &[&str] = &[
+        "", "0", "1", "2", "3", "inf", "-1", "r1", "r[0-2]", "h.*", "(", "1.0", "0.80", "2.5", "eu",
+    ];
+
+    /// A constraint as a client may write it, malformed ones included.
+    fn arb_constraint() -> impl Strategy<Value = Vec<String>> {
+        (
+            0..FIELDS.len(),
+            0..OPS.len(),
+            prop::option::of(0..VALUES.len()),
+            0u8..20,
+        )
+            .prop_map(|(f, op, v, shape)| {
+                let mut c = vec![FIELDS[f].to_string(), OPS[op].to_string()];
+                if let Some(v) = v {
+                    c.push(VALUES[v].to_string());
+                }
+                match shape {
+                    0 => c.truncate(1),
+                    1 => c.clear(),
+                    _ => {}
+                }
+                c
+            })
+    }
+
+    /// An agent's field values, drawn from small pools so that values repeat.
+    fn arb_agent() -> impl Strategy<
+        Value = (
+            usize,
+            Option<usize>,
+            Option<usize>,
+            Option<usize>,
+            Option<usize>,
+        ),
+    > {
+        (
+            0usize..5,
+            prop::option::weighted(0.8, 0usize..5),
+            prop::option::of(0usize..2),
+            prop::option::of(0usize..3),
+            prop::option::of(0usize..4),
+        )
+    }
+
+    const GENS: &[&str] = &["1", "1.0", "0.8", "2.5"];
+
+    fn agent_offer(
+        i: usize,
+        (h, rack, region, zone, g): (
+            usize,
+            Option<usize>,
+            Option<usize>,
+            Option<usize>,
+            Option<usize>,
+        ),
+    ) -> Offer {
+        let mut attributes = Vec::new();
+        if let Some(r) = rack {
+            attributes.push(("rack_id".to_string(), format!("r{r}")));
+        }
+        if let Some(g) = g {
+            attributes.push(("gen".to_string(), GENS[g].to_string()));
+        }
+        Offer {
+            agent_id: format!("agent-{i}"),
+            hostname: format!("h{h}"),
+            cpus: 4.0,
+            mem: 4096.0,
+            disk: 1000.0,
+            gpus: 0,
+            ports: vec![(31000, 31003)],
+            attributes,
+            region: region.map(|r| ["eu", "us"][r].to_string()),
+            zone: zone.map(|z| format!("z{z}")),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Counting by value answers as the definition does, for offers checked before or
+        /// after the rest of the placed instances are counted.
+        #[test]
+        fn constraints_agree_with_the_definition(
+            cs in prop::collection::vec(arb_constraint(), 0..4),
+            agents in prop::collection::vec(arb_agent(), 1..8),
+            placed_on in prop::collection::vec(arb_agent(), 0..12),
+            split in 0usize..12,
+        ) {
+            let offers: Vec<Offer> = agents.into_iter().enumerate().map(|(i, a)| agent_offer(i, a)).collect();
+            let placed: Vec<PlacedInstance> = placed_on
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| PlacedInstance::of_offer(&agent_offer(100 + i, a)))
+                .collect();
+            let split = split.min(placed.len());
+            let whole = Constraints::new(&cs, &placed);
+            let mut grown = Constraints::new(&cs, &placed[..split]);
+            let values: Vec<OfferValues> = offers.iter().map(|o| grown.values_of(o)).collect();
+            for p in &placed[split..] {
+                grown.record(p);
+            }
+            for (o, v) in offers.iter().zip(&values) {
+                let want = cs.iter().all(|c| constraint_accepts(c, o, &placed));
+                prop_assert_eq!(whole.accepts(o), want, "{:?} on {:?}", cs, o);
+                prop_assert_eq!(grown.accepts(o), want, "{:?} on {:?}", cs, o);
+                prop_assert_eq!(grown.accepts_values(v), want, "{:?} on {:?}", cs, o);
+                for c in &cs {
+                    let one = Constraints::new(std::slice::from_ref(c), &placed);
+                    prop_assert_eq!(one.accepts(o), constraint_accepts(c, o, &placed), "{:?} on {:?}", c, o);
+                }
+            }
+        }
+
+        /// The same assignments, refusals, remaining resources and placed instances as
+        /// checking every agent against every placed instance.
+        #[test]
+        fn match_offers_agrees_with_a_plain_scan(
+            agents in prop::collection::vec((arb_agent(), 0.2f64..2.0, 0u32..3), 1..8),
+            apps in prop::collection::vec((
+                prop::collection::vec(arb_constraint(), 0..3),
+                0.1f64..1.0,
+                0usize..3,
+                prop::option::of(31000u32..31004),
+                0u8..4,
+                1usize..7,
+            ), 1..4),
+            placed_on in prop::collection::vec((0usize..4, 0usize..8), 0..10),
+        ) {
+            let offers: Vec<Offer> = agents.into_iter().enumerate().map(|(i, (a, cpus, ranges))| {
+                let mut o = agent_offer(i, a);
+                o.cpus = cpus;
+                o.ports = (0..ranges).map(|k| (31000 + 2 * k, 31001 + 2 * k)).collect();
+                o
+            }).collect();
+            let app_defs: Vec<App> = apps.iter().enumerate().map(|(i, (cs, cpus, ports, fixed, roles, _))| {
+                let mut a = App::new(&format!("/app-{i}"));
+                a.cpus = *cpus;
+                a.mem = 16.0;
+                a.constraints = cs.clone();
+                a.require_ports = fixed.is_some();
+                a.port_definitions = Some((0..*ports).map(|k| crate::app::PortDefinition {
+                    port: fixed.map_or(0, |f| i64::from(f) + k as i64), protocol: "tcp".into(), name: None, labels: Default::default() }).collect());
+                a.accepted_resource_roles = match roles {
+                    0 => Some(vec!["*".into()]),
+                    1 => Some(vec!["prod".into()]),
+                    _ => None,
+                };
+                a
+            }).collect();
+            let mut placed: HashMap<PathId, Vec<PlacedInstance>> = HashMap::new();
+            for (app, on) in placed_on {
+                if let (Some(a), Some(o)) = (app_defs.get(app), offers.get(on)) {
+                    placed.entry(a.id.clone()).or_default().push(PlacedInstance::of_offer(o));
+                }
+            }
+            let pending: Vec<Pending<'_>> = app_defs.iter().zip(&apps).flat_map(|(a, (.., n))| {
+                (0..*n).map(move |k| Pending { instance_id: InstanceId(format!("{}-{k}", a.id.safe_path())), app: a })
+            }).collect();
+            let (mut o1, mut p1) = (offers.clone(), placed.clone());
+            let r1 = match_offers(&mut o1, &pending, &mut p1);
+            let (mut o2, mut p2) = (offers.clone(), placed.clone());
+            let r2 = plain_match(&mut o2, &pending, &mut p2);
+            prop_assert_eq!(&r1.assignments, &r2.assignments);
+            prop_assert_eq!(&r1.unmatched, &r2.unmatched);
+            prop_assert_eq!(&o1, &o2);
+            prop_assert_eq!(&p1, &p2);
+        }
+    }
+
+    #[test]
+    fn counts_follow_placements_one_by_one() {
+        let cs: Vec<Vec<String>> = vec![
+            vec!["rack_id".into(), "GROUP_BY".into(), "2".into()],
+            vec!["hostname".into(), "MAX_PER".into(), "2".into()],
+        ];
+        let on = |host: &str, rack: &str| PlacedInstance {
+            agent_id: host.into(),
+            hostname: host.into(),
+            attributes: vec![("rack_id".into(), rack.into())],
+        };
+        let mut c = Constraints::new(&cs, &[]);
+        let mut o = offer("a1", 1.0, 1.0, "r1");
+        o.hostname = "h1".into();
+        // A first group is always welcome; with one group of the two asked for, it is refused.
+        assert!(c.accepts(&o));
+        c.record(&on("h1", "r1"));
+        assert!(!c.accepts(&o));
+        c.record(&on("h2", "r2"));
+        assert!(c.accepts(&o));
+        c.record(&on("h1", "r1"));
+        // h1 holds two, the most MAX_PER allows.
+        assert!(!c.accepts(&o));
+        o.hostname = "h3".into();
+        // r1 holds two against r2's one.
+        assert!(!c.accepts(&o));
+        o.attributes = vec![("rack_id".into(), "r2".into())];
+        assert!(c.accepts(&o));
     }
 
     proptest! {
