@@ -182,6 +182,8 @@ pub struct Snapshot {
     pub instances: Vec<Instance>,
     pub deployments: Vec<DeploymentPlan>,
     pub failures: HashMap<String, Value>,
+    /// Positions in `instances` by app.
+    by_app: HashMap<PathId, Vec<usize>>,
 }
 
 impl Snapshot {
@@ -192,21 +194,33 @@ impl Snapshot {
             deployments(store),
             task_failures(store)
         )?;
+        let mut by_app: HashMap<PathId, Vec<usize>> = HashMap::new();
+        for (n, i) in instances.iter().enumerate() {
+            by_app.entry(i.app_id.clone()).or_default().push(n);
+        }
         Ok(Self {
             apps,
             instances,
             deployments,
             failures,
+            by_app,
         })
     }
 
     /// Instances grouped by app.
     pub fn instances_by_app(&self) -> HashMap<&PathId, Vec<&Instance>> {
-        let mut by_app: HashMap<&PathId, Vec<&Instance>> = HashMap::new();
-        for i in &self.instances {
-            by_app.entry(&i.app_id).or_default().push(i);
-        }
-        by_app
+        self.by_app
+            .iter()
+            .map(|(app, ns)| (app, ns.iter().map(|n| &self.instances[*n]).collect()))
+            .collect()
+    }
+
+    /// The instances of one app.
+    pub fn app_instances(&self, app: &PathId) -> Vec<&Instance> {
+        self.by_app
+            .get(app)
+            .map(|ns| ns.iter().map(|n| &self.instances[*n]).collect())
+            .unwrap_or_default()
     }
 
     /// What AppInfo shows of `app` besides its definition.

@@ -191,8 +191,7 @@ async fn show(gw: &Gateway, q: &Query, id: &PathId) -> Result<HttpResponse> {
             .apps
             .get(id)
             .ok_or_else(|| ApiError::app_not_found(id))?;
-        let instances = snap.instances.iter().filter(|i| i.app_id == *id).collect();
-        let status = snap.status(id, instances);
+        let status = snap.status(id, snap.app_instances(id));
         return Ok(json_response(
             StatusCode::OK,
             &json!({ "app": app_info(app, &status, embed) }),
