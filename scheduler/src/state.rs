@@ -2494,7 +2494,7 @@ mod pass_tests {
     use std::collections::BTreeMap;
 
     use serde_json::json;
-    use stride_core::{PathId, Timestamp};
+    use stride_core::Timestamp;
 
     use super::{Change, LeaderState, Origin, Tuning, SCHEDULE_PER_PASS};
 
@@ -2519,7 +2519,7 @@ mod pass_tests {
             passes += 1;
             assert!(passes <= 10, "still {} instances", s.instances.len());
             let before = s.instances.len();
-            let fx = s.reconcile(Timestamp::now());
+            s.reconcile(Timestamp::now());
             assert!(s.instances.len() - before <= SCHEDULE_PER_PASS);
         }
         assert_eq!(s.instances.len(), want);
