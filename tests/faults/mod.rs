@@ -572,23 +572,7 @@ impl Stack {
 
     /// A gauge or counter of checker `i`'s metrics (summed over labels), if it answers.
     pub async fn checker_metric(&self, i: usize, name: &str) -> Option<f64> {
-        let port = self.checker_metrics.get(&i)?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .ok()?;
-        let text = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
+        stride_tests::metric_at(*self.checker_metrics.get(&i)?, name).await
     }
 
     fn start_lb(&mut self) {

@@ -382,6 +382,28 @@ pub async fn serves_http(host: &str, port: u64) -> bool {
     }
 }
 
+/// A counter or gauge from the Prometheus text a process serves at
+/// `http://127.0.0.1:port/metrics`, summed over its labels; `None` when it does not answer
+/// within 2 s or has not recorded the metric.
+pub async fn metric_at(port: u16, name: &str) -> Option<f64> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
 /// A whole Stride of separate processes against one Redis.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

@@ -96,17 +96,7 @@ impl Checkers {
 
     /// A gauge or counter of replica `i`'s metrics, if it answers.
     async fn metric(&self, i: usize, name: &str) -> Option<f64> {
-        let port = self.metrics.get(&i)?;
-        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
+        stride_tests::metric_at(*self.metrics.get(&i)?, name).await
     }
 }
 

@@ -1083,18 +1083,15 @@ async fn registered_agents(redis_url: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_keeps_out_agents_without_a_certificate_from_the_cluster_ca() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cluster_ca = Pki::new(dir.path(), "cluster");
-    let rogue_ca = Pki::new(dir.path(), "rogue");
+/// A cluster of one scheduler and a gateway with no agents, both on certificates from
+/// `cluster_ca`, the gateway open (`--insecure-no-auth`) so the tests see only the gRPC links;
+/// with the gateway's certificate, which any client of the cluster may present.
+fn mtls_cluster(cluster_ca: &Pki) -> (Cluster, Issued) {
     let scheduler = cluster_ca.issue("scheduler");
     let gateway = cluster_ca.issue("gateway");
-    let agent = cluster_ca.issue("agent-0");
-    let rogue = rogue_ca.issue("agent-2");
     let mut gateway_flags = vec!["--insecure-no-auth".to_string()];
     gateway_flags.extend(tls_flags(&cluster_ca.ca(), &gateway));
-    let mut c = Cluster::start_with(
+    let cluster = Cluster::start_with(
         1,
         0,
         Flags {
@@ -1104,6 +1101,17 @@ async fn mutual_tls_keeps_out_agents_without_a_certificate_from_the_cluster_ca()
             ..Flags::default()
         },
     );
+    (cluster, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_keeps_out_agents_without_a_certificate_from_the_cluster_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_ca = Pki::new(dir.path(), "cluster");
+    let rogue_ca = Pki::new(dir.path(), "rogue");
+    let agent = cluster_ca.issue("agent-0");
+    let rogue = rogue_ca.issue("agent-2");
+    let (mut c, gateway) = mtls_cluster(&cluster_ca);
     let endpoints = vec![format!("http://127.0.0.1:{}", c.scheduler_ports[0])];
     // agent-0: the cluster's certificate. agent-1: no TLS at all. agent-2: it trusts the
     // cluster CA but its own certificate comes from another CA.
@@ -1739,43 +1747,15 @@ fn health_checker(c: &Cluster, id: &str, metrics: u16, extra: &[String]) -> Proc
     Proc::spawn(id, &bin("stride-health-checker"), &args, c.dir.path())
 }
 
-/// A counter or gauge of the health checker serving metrics on `port` (summed over labels);
-/// `None` when it does not answer or has not recorded it.
-async fn checker_metric(port: u16, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_lets_in_only_health_checkers_with_a_certificate_from_the_cluster_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster_ca = Pki::new(dir.path(), "cluster");
     let rogue_ca = Pki::new(dir.path(), "rogue");
-    let scheduler = cluster_ca.issue("scheduler");
-    let gateway = cluster_ca.issue("gateway");
     let agent = cluster_ca.issue("agent");
     let checker = cluster_ca.issue("checker");
     let rogue = rogue_ca.issue("checker");
-    let mut gateway_flags = vec!["--insecure-no-auth".to_string()];
-    gateway_flags.extend(tls_flags(&cluster_ca.ca(), &gateway));
-    let mut c = Cluster::start_with(
-        1,
-        0,
-        Flags {
-            gateway: gateway_flags,
-            scheduler: tls_flags(&cluster_ca.ca(), &scheduler),
-            agent: Vec::new(),
-            ..Flags::default()
-        },
-    );
+    let (mut c, _) = mtls_cluster(&cluster_ca);
     let endpoints = vec![format!("http://127.0.0.1:{}", c.scheduler_ports[0])];
     c.agents.push(Cluster::agent_proc_with(
         c.dir.path(),
@@ -1837,7 +1817,7 @@ async fn mutual_tls_lets_in_only_health_checkers_with_a_certificate_from_the_clu
         "{healthy:#}"
     );
     assert!(
-        checker_metric(good_port, "stride_health_checker_results_accepted_total")
+        stride_tests::metric_at(good_port, "stride_health_checker_results_accepted_total")
             .await
             .is_some_and(|n| n > 0.0),
         "the leader accepted the replica's results"
@@ -1853,26 +1833,29 @@ async fn mutual_tls_lets_in_only_health_checkers_with_a_certificate_from_the_clu
         let port = free_port();
         let mut bad = health_checker(&c, name, port, &flags);
         eventually(PATIENCE, &format!("{name} to own the check"), || async {
-            (checker_metric(port, "stride_health_checker_checks_owned").await? == 1.0).then_some(())
+            (stride_tests::metric_at(port, "stride_health_checker_checks_owned").await? == 1.0)
+                .then_some(())
         })
         .await;
         eventually(
             PATIENCE,
             &format!("{name} to have results it could not report"),
             || async {
-                (checker_metric(port, "stride_health_checker_results_dropped_total").await? >= 3.0)
+                (stride_tests::metric_at(port, "stride_health_checker_results_dropped_total")
+                    .await?
+                    >= 3.0)
                     .then_some(())
             },
         )
         .await;
         assert_eq!(
-            checker_metric(port, "stride_health_checker_results_accepted_total").await,
+            stride_tests::metric_at(port, "stride_health_checker_results_accepted_total").await,
             None,
             "{name} reported results:\n{}",
             bad.log_text()
         );
         assert_eq!(
-            checker_metric(port, "stride_health_checker_reports_total").await,
+            stride_tests::metric_at(port, "stride_health_checker_reports_total").await,
             None,
             "{name} was answered by the leader"
         );
