@@ -117,7 +117,13 @@ impl Cgroups {
                 if let (Some(cpu), Some(quota)) = (cpu, quota) {
                     let dir = cpu.join(task_id);
                     make_dir(&dir)?;
-                    fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                    // Each write walks every CPU group on the node (the kernel checks the
+                    // hierarchy's quotas), so the period is written only when it is not already
+                    // the kernel's default.
+                    let period = dir.join("cpu.cfs_period_us");
+                    if fs::read_to_string(&period)?.trim() != CPU_PERIOD_US.to_string() {
+                        fs::write(&period, CPU_PERIOD_US.to_string())?;
+                    }
                     fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
                     groups.push(dir);
                 }

@@ -38,7 +38,8 @@ pub struct Config {
     /// gRPC endpoints of the schedulers (`http://10.0.0.1:5051`); the agent finds the leader
     /// among them. Required.
     pub schedulers: Vec<String>,
-    /// Where the agent keeps its state (`agent-id`, `epoch`, `tasks/`) and the task sandboxes.
+    /// Where the agent keeps its state (`agent-id`, `epoch`, `tasks.journal`) and the task
+    /// sandboxes.
     pub work_dir: PathBuf,
     /// CPUs offered to the scheduler. Default: the CPUs this process may run on.
     pub cpus: Option<f64>,

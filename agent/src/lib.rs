@@ -19,7 +19,7 @@
 //!              └─────▲──────────────────────────┬───────────────┘
 //!               Update{seq, status}       Command (fenced)
 //!              ┌─────┴──────────────────────────▼───────────────┐
-//!              │ supervisor: the task table; prepare (fetch,    │──► <work_dir>/tasks/*.json
+//!              │ supervisor: the task table; prepare (fetch,    │──► <work_dir>/tasks.journal
 //!              │ volumes, cgroups, pull), start, watch, kill    │
 //!              └──────┬──────────────────────────────┬──────────┘
 //!                     ▼                              ▼

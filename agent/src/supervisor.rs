@@ -1,5 +1,5 @@
 //! The supervisor: sole owner of the task table. It starts tasks (processes and Docker
-//! containers), watches them, kills them, persists every change to the task's state file before
+//! containers), watches them, kills them, persists every change to the task journal before
 //! reporting it, and keeps terminal statuses until the leader acknowledges them.
 //!
 //! It is one tokio task fed by two queues: commands from the session (launch, kill, reconcile,
@@ -9,6 +9,12 @@
 //! while the task is STARTING; the supervisor keeps answering meanwhile. Every status it reports
 //! goes out numbered on the `updates` queue; a [`Snapshot`] carries the number of the last one,
 //! so the session can tell which queued updates the snapshot already covers.
+//!
+//! Changes are committed in groups: the supervisor handles every command and event that is
+//! ready, then appends the changed records to the task journal with one `fdatasync`, and only
+//! then sends the statuses (in the order they were produced) and starts the preparations of the
+//! launches (so a restart always knows a task that may have started). A burst of launches thus
+//! costs a few disk flushes, not two per task.
 //!
 //! ```text
 //!  session ──Command──►  Supervisor  ──Update{seq, status}──► session ──► leader
@@ -38,7 +44,7 @@ use crate::docker::{ContainerOutcome, DockerEngine, Found};
 use crate::fetcher::Fetcher;
 use crate::metrics as m;
 use crate::process::{self, RunAs};
-use crate::state::{StateDir, TaskRecord};
+use crate::state::{Change, StateDir, TaskJournal, TaskRecord};
 use crate::task::{
     instance_id, valid_task_id, LaunchSpec, Status, TaskState, REASON_COMMAND_FAILED,
     REASON_LAUNCH_FAILED, REASON_MEMORY, REASON_TASK_UNKNOWN,
@@ -55,6 +61,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Task cgroups empty for this long are abandoned (a launch fills its group within
 /// milliseconds).
 const ABANDONED_CGROUP: Duration = Duration::from_secs(60);
+/// Most commands and events handled before their changes are committed.
+const MAX_BATCH: usize = 512;
 
 const DIED_WHILE_DOWN: &str = "task died while the agent was down";
 const EXITED_UNWATCHED: &str = "task exited while the agent was not watching; exit status unknown";
@@ -262,6 +270,21 @@ pub(crate) struct Supervisor {
     updates: mpsc::UnboundedSender<Update>,
     /// Number of the last update sent.
     seq: u64,
+    /// The task table on disk.
+    journal: TaskJournal,
+    /// Tasks changed or forgotten since the last commit, in order.
+    changed: Vec<Changed>,
+    /// Statuses waiting for the commit of the changes they report.
+    outbox: Vec<Status>,
+    /// Launches whose preparation waits for the commit of their record.
+    to_prepare: Vec<(LaunchSpec, watch::Receiver<bool>)>,
+}
+
+/// A change of the task table not yet in the journal.
+#[derive(Debug)]
+enum Changed {
+    Saved(String),
+    Forgotten(String),
 }
 
 impl Supervisor {
@@ -271,7 +294,7 @@ impl Supervisor {
         shared: Arc<Shared>,
         updates: mpsc::UnboundedSender<Update>,
     ) -> Result<Self, crate::state::StateError> {
-        let records = shared.state.load_tasks().await?;
+        let (journal, records) = TaskJournal::open(&shared.state).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut supervisor = Self {
             shared,
@@ -282,6 +305,10 @@ impl Supervisor {
             events_rx,
             updates,
             seq: 0,
+            journal,
+            changed: Vec::new(),
+            outbox: Vec::new(),
+            to_prepare: Vec::new(),
         };
         let mut containers = supervisor.own_containers(&records).await;
         for record in records {
@@ -300,6 +327,7 @@ impl Supervisor {
             warn!(%task_id, container = %found.id, "removing a container no task record claims");
             supervisor.shared.docker.remove(&found.id).await;
         }
+        supervisor.commit().await;
         supervisor.update_gauge();
         Ok(supervisor)
     }
@@ -452,7 +480,10 @@ impl Supervisor {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
-                    None => return,
+                    None => {
+                        self.commit().await;
+                        return;
+                    }
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event).await,
                 _ = sweep.tick() => self.sweep_sandboxes(),
@@ -464,6 +495,75 @@ impl Supervisor {
                     }
                 }
             }
+            // Whatever else is ready joins this commit.
+            for _ in 1..MAX_BATCH {
+                if let Ok(command) = commands.try_recv() {
+                    self.handle(command).await;
+                } else if let Ok(event) = self.events_rx.try_recv() {
+                    self.on_event(event).await;
+                } else {
+                    break;
+                }
+            }
+            self.commit().await;
+        }
+    }
+
+    /// Writes the changes since the last commit to the journal (one flush for all of them), then
+    /// sends the statuses that report them and starts the launches that wait for them.
+    async fn commit(&mut self) {
+        if !self.changed.is_empty() {
+            let changed = std::mem::take(&mut self.changed);
+            let written = if self.journal.wants_rewrite(self.tasks.len()) {
+                self.journal.rewrite(self.tasks.values()).await
+            } else {
+                let mut saved = HashSet::new();
+                let mut changes = Vec::with_capacity(changed.len());
+                for c in &changed {
+                    match c {
+                        // The record as it is now: once is enough until it is forgotten.
+                        Changed::Saved(task_id) => {
+                            if let Some(task) = self.tasks.get(task_id) {
+                                if saved.insert(task_id.as_str()) {
+                                    changes.push(Change::Put(task));
+                                }
+                            }
+                        }
+                        Changed::Forgotten(task_id) => {
+                            saved.remove(task_id.as_str());
+                            changes.push(Change::Forget(task_id));
+                        }
+                    }
+                }
+                self.journal.append(&changes).await
+            };
+            if let Err(e) = written {
+                // The statuses still go out; only a restart before the next commit loses them.
+                error!(error = %e, "cannot persist the tasks' state");
+            }
+            self.update_gauge();
+        }
+        for status in std::mem::take(&mut self.outbox) {
+            self.seq += 1;
+            // The receiver lives as long as the session, which outlives the supervisor's work.
+            let _ = self.updates.send(Update {
+                seq: self.seq,
+                status,
+            });
+        }
+        for (spec, cancelled) in std::mem::take(&mut self.to_prepare) {
+            let span = info_span!("launch", task_id = %spec.task_id, app_id = %spec.app_id);
+            let (shared, tx) = (self.shared.clone(), self.events_tx.clone());
+            self.background.spawn(
+                async move {
+                    let result = prepare(&shared, &spec, cancelled).await;
+                    let _ = tx.send(Event::Prepared {
+                        task_id: spec.task_id.clone(),
+                        result,
+                    });
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -495,6 +595,8 @@ impl Supervisor {
             }
             Command::DestroyVolumes { instance_id } => self.destroy_volumes(instance_id),
             Command::Snapshot(reply) => {
+                // Only what is on disk may be reported, and the number must cover it.
+                self.commit().await;
                 let statuses = self.tasks.values().map(|t| t.status.clone()).collect();
                 let _ = reply.send(Snapshot {
                     statuses,
@@ -578,26 +680,15 @@ impl Supervisor {
         self.tasks.insert(task_id.clone(), record);
         if slow {
             self.record(&task_id, starting).await;
-        } else if let Some(task) = self.tasks.get(&task_id) {
+        } else {
             // Persisted (a restart must know it was being started), not reported.
-            if let Err(e) = self.shared.state.save_task(task).await {
-                error!(error = %e, "cannot persist the task's state");
-            }
+            self.changed.push(Changed::Saved(task_id.clone()));
         }
 
+        // Prepared once the record is committed.
         let (cancel, cancelled) = watch::channel(false);
-        self.preparing.insert(task_id.clone(), cancel);
-        let (shared, tx) = (self.shared.clone(), self.events_tx.clone());
-        self.background.spawn(
-            async move {
-                let result = prepare(&shared, &spec, cancelled).await;
-                let _ = tx.send(Event::Prepared {
-                    task_id: spec.task_id.clone(),
-                    result,
-                });
-            }
-            .in_current_span(),
-        );
+        self.preparing.insert(task_id, cancel);
+        self.to_prepare.push((spec, cancelled));
     }
 
     /// A preparation finished: the task runs, or failed to start, or was killed meanwhile.
@@ -1000,37 +1091,28 @@ impl Supervisor {
         }
     }
 
-    /// Makes `status` the task's state: persisted first, then reported.
+    /// Makes `status` the task's state: persisted first (at the next commit), then reported.
     async fn record(&mut self, task_id: &str, status: Status) {
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
         };
         task.status = status.clone();
-        if let Err(e) = self.shared.state.save_task(task).await {
-            // The status still goes out; only a restart before the next write would lose it.
-            error!(error = %e, "cannot persist the task's state");
-        }
+        self.changed.push(Changed::Saved(task_id.to_string()));
         if status.state.is_terminal() {
             counter!(m::TASK_EXITS, m::LABEL_STATE => status.state.label()).increment(1);
         }
         self.emit(status);
-        self.update_gauge();
     }
 
     async fn forget(&mut self, task_id: &str) {
-        self.tasks.remove(task_id);
-        if let Err(e) = self.shared.state.remove_task(task_id).await {
-            error!(task_id, error = %e, "cannot delete the task's state file");
+        if self.tasks.remove(task_id).is_some() {
+            self.changed.push(Changed::Forgotten(task_id.to_string()));
         }
     }
 
+    /// Queues a status; it goes out after the commit of what precedes it, in order.
     fn emit(&mut self, status: Status) {
-        self.seq += 1;
-        // The receiver lives as long as the session, which outlives the supervisor's work.
-        let _ = self.updates.send(Update {
-            seq: self.seq,
-            status,
-        });
+        self.outbox.push(status);
     }
 
     fn update_gauge(&self) {

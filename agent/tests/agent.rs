@@ -226,7 +226,7 @@ async fn commands_from_an_older_epoch_are_refused() -> anyhow::Result<()> {
         !work.sandbox("stale").exists(),
         "a command of epoch 4 was obeyed after epoch 5"
     );
-    assert!(!work.task_file("stale").exists());
+    assert!(work.record("stale").is_none());
 
     // A newer epoch raises the fence, and it is persisted.
     session.send(kill("nobody", 0), 6);
@@ -342,7 +342,7 @@ async fn statuses_wait_for_the_next_session_until_acknowledged() -> anyhow::Resu
         task_ids: vec![done.into(), waiting.into()],
     }));
     eventually("the task records are deleted", || {
-        !c.work.task_file(done).exists() && !c.work.task_file(waiting).exists()
+        c.work.record(done).is_none() && c.work.record(waiting).is_none()
     })
     .await;
     assert!(c.work.sandbox(done).join("stdout").exists());

@@ -309,7 +309,10 @@ async fn the_memory_limit_kills_a_task_that_allocates_past_it() -> anyhow::Resul
         "{}",
         failed.message
     );
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(c.work.task_file(id))?)?;
+    let record = c
+        .work
+        .record(id)
+        .ok_or_else(|| anyhow::anyhow!("no record of {id}"))?;
     let groups = record["cgroups"].as_array().cloned().unwrap_or_default();
     assert!(!groups.is_empty(), "the task was confined: {record}");
     eventually("the task's cgroups are removed", || {

@@ -39,6 +39,11 @@ pub struct Config {
     /// How often the gateway re-reads who leads, for the `X-Marathon-Leader` header.
     #[serde(with = "duration_str")]
     pub leader_poll_interval: Duration,
+    /// How often the gateway brings the app listings' state up to date from the store's change
+    /// feed (and renders what changed) between requests, so that a listing finds little left
+    /// to do; `0s` leaves it all to the requests.
+    #[serde(with = "duration_str")]
+    pub snapshot_refresh_interval: Duration,
     /// HTTP worker threads; 0 means one per CPU.
     pub workers: usize,
     /// Logs and metrics (used by the binary; `run` takes an already-initialised handle).
@@ -73,6 +78,7 @@ impl Default for Config {
             event_heartbeat: Duration::from_secs(10),
             leader_call_timeout: Duration::from_secs(30),
             leader_poll_interval: Duration::from_secs(1),
+            snapshot_refresh_interval: Duration::from_millis(250),
             workers: 0,
             telemetry: TelemetryConfig::default(),
             auth_config: None,

@@ -94,6 +94,33 @@ pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
     HttpResponse::build(status).json(body)
 }
 
+/// A JSON response whose body is already serialised.
+pub fn json_bytes(status: StatusCode, body: impl Into<actix_web::web::Bytes>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(header::ContentType::json())
+        .body(body.into())
+}
+
+/// `{"<key>":[<items>…]}` from items already serialised as JSON.
+pub fn json_list<'a>(
+    key: &str,
+    items: impl IntoIterator<Item = &'a [u8]>,
+    size_hint: usize,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(size_hint + key.len() + 8);
+    body.extend_from_slice(b"{");
+    body.extend_from_slice(Value::from(key).to_string().as_bytes());
+    body.extend_from_slice(b":[");
+    for (n, item) in items.into_iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// `{"deploymentId","version"}` with the deployment header.
 pub fn deployment_result(status: StatusCode, deployment_id: &str, version: &str) -> HttpResponse {
     let mut res = json(

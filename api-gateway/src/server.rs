@@ -1,5 +1,5 @@
-//! Starting and stopping the gateway: the HTTP server, the event-stream tail and the leader
-//! watch, all ended by one shutdown future.
+//! Starting and stopping the gateway: the HTTP server, the event-stream tail, the leader
+//! watch and the listings kept current, all ended by one shutdown future.
 //!
 //! `run` works inside any Tokio runtime (a multi-threaded one in `main.rs`, a test's runtime,
 //! `stride dev`'s); it needs no actix `System` or `LocalSet`. actix-web runs its HTTP workers on
@@ -86,6 +86,17 @@ pub async fn run_with_leader(
         stop_rx.clone(),
     ));
 
+    let snapshots = Arc::new(crate::read::SnapshotCache::default());
+    let keeper = (!config.snapshot_refresh_interval.is_zero()).then(|| {
+        let (snapshots, store, every, stop) = (
+            snapshots.clone(),
+            store.clone(),
+            config.snapshot_refresh_interval,
+            stop_rx.clone(),
+        );
+        tokio::spawn(async move { snapshots.keep_current(store.as_ref(), every, stop).await })
+    });
+
     let body_limit = config.request_body_limit;
     let workers = config.workers;
     let local_addr = listener.local_addr()?;
@@ -107,7 +118,7 @@ pub async fn run_with_leader(
         admission,
         audit,
         grpc_tls,
-        snapshots: Default::default(),
+        snapshots,
     });
 
     let scheme = if https.is_some() { "https" } else { "http" };
@@ -120,6 +131,9 @@ pub async fn run_with_leader(
     let result = server.await;
     tail.abort();
     poller.abort();
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
     tracing::info!("api-gateway stopped");
     result
 }

@@ -40,8 +40,8 @@ pub(crate) struct Gateway {
     pub audit: AuditLog,
     /// Mutual TLS of the gRPC links to agents (the leader link holds its own copy).
     pub grpc_tls: Option<MutualTls>,
-    /// What the listings read last, kept while the store's revision stays the same.
-    pub snapshots: crate::read::SnapshotCache,
+    /// What the listings show, kept up to date from the store's change feed.
+    pub snapshots: Arc<crate::read::SnapshotCache>,
 }
 
 impl Gateway {

@@ -250,6 +250,22 @@ pub fn compute_plan(
     graph: &BTreeMap<PathId, App>,
     group_deps: &BTreeMap<PathId, Vec<PathId>>,
 ) -> DeploymentPlan {
+    let depths = longest_paths(graph, group_deps);
+    compute_plan_by_depth(id, version, original, target, |app| {
+        depths.get(app).copied().unwrap_or(1)
+    })
+}
+
+/// [`compute_plan`] with each app's dependency depth given by `depth` (the length of the
+/// longest dependency path starting at the app, 1 for an app with none) rather than worked out
+/// over the whole root: where no app and no group of the root has dependencies, `|_| 1`.
+pub fn compute_plan_by_depth(
+    id: String,
+    version: Timestamp,
+    original: &BTreeMap<PathId, App>,
+    target: &BTreeMap<PathId, App>,
+    depth: impl Fn(&PathId) -> usize,
+) -> DeploymentPlan {
     let mut steps: Vec<Vec<Action>> = Vec::new();
     let removed: Vec<&PathId> = original
         .keys()
@@ -277,7 +293,6 @@ pub fn compute_plan(
         .filter(|(k, app)| original.get(*k).is_none_or(|old| old != *app))
         .map(|(k, _)| k)
         .collect();
-    let depths = longest_paths(graph, group_deps);
     let mut by_depth: BTreeMap<usize, Vec<Action>> = BTreeMap::new();
     for id in &changed {
         let new = &target[*id];
@@ -291,7 +306,7 @@ pub fn compute_plan(
         };
         if let Some(kind) = action {
             by_depth
-                .entry(depths.get(*id).copied().unwrap_or(1))
+                .entry(depth(id))
                 .or_default()
                 .push(Action::new(kind, id));
         }

@@ -157,11 +157,10 @@ pub fn validate_constraint(v: &mut Violations, path: &str, c: &[String]) {
                 }
             }
         }
-        "MAX_PER" => {
-            if value.and_then(|n| n.parse::<i64>().ok()).is_none() {
-                v.add(path, "MAX_PER must have an integer value");
-            }
+        "MAX_PER" if value.and_then(|n| n.parse::<i64>().ok()).is_none() => {
+            v.add(path, "MAX_PER must have an integer value");
         }
+        "MAX_PER" => {}
         "LIKE" | "UNLIKE" => match value {
             None => v.add(path, format!("{op} requires a non-empty value")),
             Some(re) if re.is_empty() => v.add(path, format!("{op} requires a non-empty value")),
@@ -279,7 +278,7 @@ pub fn validate_app(app: &App) -> Violations {
             );
         }
     }
-    if app.executor.len() > 0 {
+    if !app.executor.is_empty() {
         static RE: OnceLock<Regex> = OnceLock::new();
         let re = RE.get_or_init(|| {
             Regex::new(r"^((//cmd)|(/?[^/]+(/[^/]+)*)|)$").unwrap_or_else(|e| panic!("{e}"))

@@ -83,11 +83,24 @@ pub fn assign_service_ports(
         .filter(|p| *p != 0)
         .collect();
     used.extend(new.service_ports().into_iter().filter(|p| *p != 0));
+    assign_service_ports_in(|p| used.contains(&p), old, new)
+}
+
+/// [`assign_service_ports`] for a caller that keeps the root's service ports counted rather
+/// than walking every app: `in_use` answers for the ports of the whole new root, `new`'s own
+/// (as given) included.
+pub fn assign_service_ports_in(
+    in_use: impl Fn(i64) -> bool,
+    old: Option<&App>,
+    new: &mut App,
+) -> Result<(), ApiError> {
+    let mut taken: BTreeSet<i64> = BTreeSet::new();
+    let used = |p: i64, taken: &BTreeSet<i64>| in_use(p) || taken.contains(&p);
     let mut reusable: Vec<i64> = old
         .map(|o| {
             o.service_ports()
                 .into_iter()
-                .filter(|p| *p != 0 && !used.contains(p))
+                .filter(|p| *p != 0 && !used(*p, &taken))
                 .collect()
         })
         .unwrap_or_default();
@@ -99,10 +112,10 @@ pub fn assign_service_ports(
         }
         if let Some(p) = reusable.pop() {
             *port = p;
-            used.insert(p);
+            taken.insert(p);
             continue;
         }
-        while next <= SERVICE_PORT_MAX && used.contains(&next) {
+        while next <= SERVICE_PORT_MAX && used(next, &taken) {
             next += 1;
         }
         if next > SERVICE_PORT_MAX {
@@ -112,7 +125,7 @@ pub fn assign_service_ports(
             ));
         }
         *port = next;
-        used.insert(next);
+        taken.insert(next);
     }
     Ok(())
 }

@@ -12,12 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use stride_proto::tls::{grpc_url, MutualTls};
 use stride_proto::v1::agent_api_client::AgentApiClient;
 use stride_proto::v1::CommandCheckRequest;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{timeout, Instant};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -152,13 +153,35 @@ impl Prober {
         tls: bool,
         limit: Duration,
     ) -> Result<Response, String> {
-        let deadline = Instant::now() + limit;
+        let mut reader = ResponseReader::new();
+        // One deadline over the whole check, so one timer; the reader stays out here, as a
+        // status line already read is still an answer when time runs out.
+        let outcome = timeout(limit, self.fetch(host, port, path, tls, &mut reader)).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(Failure::Read(_))) | Err(_) if reader.status().is_some() => {}
+            Ok(Err(Failure::Read(e) | Failure::Fatal(e))) => return Err(e),
+            Err(_) => return Err(timed_out(limit)),
+        }
+        reader.finish().map_err(|e| e.to_string())
+    }
+
+    /// Connects, sends the request and reads the answer into `reader`, with no deadline of its
+    /// own.
+    async fn fetch(
+        &self,
+        host: &str,
+        port: u16,
+        path: &str,
+        tls: bool,
+        reader: &mut ResponseReader,
+    ) -> Result<(), Failure> {
+        let stream = self.open(host, port, true).await.map_err(Failure::Fatal)?;
         let request = http::request(host, port, path);
-        let stream = self.connect_until(host, port, deadline, limit).await?;
         if tls {
-            Box::pin(self.tls_exchange(host, stream, &request, deadline, limit)).await
+            Box::pin(self.tls_exchange(host, stream, &request, reader)).await
         } else {
-            exchange(stream, &request, deadline, limit).await
+            exchange(stream, &request, reader).await
         }
     }
 
@@ -167,16 +190,16 @@ impl Prober {
         host: &str,
         stream: TcpStream,
         request: &[u8],
-        deadline: Instant,
-        limit: Duration,
-    ) -> Result<Response, String> {
+        reader: &mut ResponseReader,
+    ) -> Result<(), Failure> {
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| format!("invalid host name {host:?}: {e}"))?;
-        let stream = timeout_at(deadline, self.tls.connect(name, stream))
+            .map_err(|e| Failure::Fatal(format!("invalid host name {host:?}: {e}")))?;
+        let stream = self
+            .tls
+            .connect(name, stream)
             .await
-            .map_err(|_| timed_out(limit))?
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        exchange(stream, request, deadline, limit).await
+            .map_err(|e| Failure::Fatal(format!("TLS handshake failed: {e}")))?;
+        exchange(stream, request, reader).await
     }
 
     /// A TCP connection within `limit`.
@@ -186,35 +209,30 @@ impl Prober {
         port: u16,
         limit: Duration,
     ) -> Result<TcpStream, String> {
-        self.connect_until(host, port, Instant::now() + limit, limit)
+        timeout(limit, self.open(host, port, false))
             .await
+            .map_err(|_| timed_out(limit))?
     }
 
-    async fn connect_until(
+    /// A TCP connection to the first of `host`'s addresses that accepts one; see [`dial`].
+    async fn open(
         &self,
         host: &str,
         port: u16,
-        deadline: Instant,
-        limit: Duration,
+        request_follows: bool,
     ) -> Result<TcpStream, String> {
-        let ips = self.resolve(host, deadline, limit).await?;
+        let ips = self.resolve(host).await?;
         let mut last = String::from("no address");
         for ip in ips {
-            match timeout_at(deadline, TcpStream::connect(SocketAddr::new(ip, port))).await {
-                Err(_) => return Err(timed_out(limit)),
-                Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) => last = format!("{e} ({host}:{port})"),
+            match dial(SocketAddr::new(ip, port), request_follows).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("{e} ({host}:{port})"),
             }
         }
         Err(last)
     }
 
-    async fn resolve(
-        &self,
-        host: &str,
-        deadline: Instant,
-        limit: Duration,
-    ) -> Result<Vec<IpAddr>, String> {
+    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
@@ -224,9 +242,8 @@ impl Prober {
                 return Ok(ips.clone());
             }
         }
-        let found: Vec<IpAddr> = timeout_at(deadline, tokio::net::lookup_host((host, 0)))
+        let found: Vec<IpAddr> = tokio::net::lookup_host((host, 0))
             .await
-            .map_err(|_| timed_out(limit))?
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .map(|a| a.ip())
             .collect();
@@ -292,6 +309,21 @@ impl Prober {
     }
 }
 
+/// A new connection to `addr`. With `request_follows`, the ACK of the server's SYN-ACK waits
+/// for the request and rides on it: one segment less for both ends. (The kernel goes back to
+/// acknowledging at once when the handshake completes, so nothing later is delayed.)
+async fn dial(addr: SocketAddr, request_follows: bool) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if request_follows {
+        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+    }
+    socket.connect(addr).await
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -306,11 +338,22 @@ trait ServerClosed {
     /// (FIN_WAIT_2); a reset frees it at once, without a TIME_WAIT there, and saves two segments
     /// per check. The server already closed, so it sees nothing.
     fn server_closed(&self);
+
+    /// Whether the server's FIN is known to have arrived without reading again: it usually comes
+    /// with the response, and the readiness the runtime already has says so.
+    fn closed_by_server(&self) -> bool;
 }
 
 impl ServerClosed for TcpStream {
     fn server_closed(&self) {
         let _ = self.set_zero_linger();
+    }
+
+    fn closed_by_server(&self) -> bool {
+        matches!(
+            self.ready(Interest::READABLE).now_or_never(),
+            Some(Ok(r)) if r.is_read_closed()
+        )
     }
 }
 
@@ -318,48 +361,58 @@ impl ServerClosed for tokio_rustls::client::TlsStream<TcpStream> {
     fn server_closed(&self) {
         let _ = self.get_ref().0.set_zero_linger();
     }
+
+    /// TLS records may still be buffered (a `close_notify`), so read on.
+    fn closed_by_server(&self) -> bool {
+        false
+    }
 }
 
-/// Writes the request and reads the answer until it is complete, the server closes, or the
-/// deadline (a status line already read is still an answer then).
+/// Why an exchange stopped short.
+enum Failure {
+    /// Reading failed: what was read so far is the answer if it has a status line.
+    Read(String),
+    /// No answer.
+    Fatal(String),
+}
+
+/// Writes the request and reads the answer into `reader` until it is complete or the server
+/// closes.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ServerClosed>(
     mut stream: S,
     request: &[u8],
-    deadline: Instant,
-    limit: Duration,
-) -> Result<Response, String> {
-    match timeout_at(deadline, stream.write_all(request)).await {
-        Err(_) => return Err(timed_out(limit)),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Ok(Ok(())) => {}
-    }
-    let mut reader = ResponseReader::new();
+    reader: &mut ResponseReader,
+) -> Result<(), Failure> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| Failure::Fatal(e.to_string()))?;
     loop {
-        match timeout_at(deadline, stream.read_buf(reader.buffer())).await {
-            Err(_) if reader.status().is_some() => break,
-            Err(_) => return Err(timed_out(limit)),
-            Ok(Err(_)) if reader.status().is_some() => break,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(0)) => {
+        match stream.read_buf(reader.buffer()).await {
+            Err(e) => return Err(Failure::Read(e.to_string())),
+            Ok(0) => {
                 stream.server_closed();
-                break;
+                return Ok(());
             }
-            Ok(Ok(_)) if reader.len() >= http::MAX_RESPONSE => break,
-            Ok(Ok(_)) => match reader.parse() {
-                Err(e) => return Err(e.to_string()),
+            Ok(_) if reader.len() >= http::MAX_RESPONSE => return Ok(()),
+            Ok(_) => match reader.parse() {
+                Err(e) => return Err(Failure::Fatal(e.to_string())),
                 Ok(Progress::More) => {}
                 Ok(Progress::Done) => {
                     // Let the server close first (it was asked to), so no TIME_WAIT is left here.
+                    if stream.closed_by_server() {
+                        stream.server_closed();
+                        return Ok(());
+                    }
                     let mut rest = [0u8; 64];
                     if let Ok(Ok(0)) = timeout(CLOSE_GRACE, stream.read(&mut rest)).await {
                         stream.server_closed();
                     }
-                    break;
+                    return Ok(());
                 }
             },
         }
     }
-    reader.finish().map_err(|e| e.to_string())
 }
 
 /// Marathon does not verify the certificates of HTTPS health checks; neither does Stride.

@@ -501,11 +501,13 @@ mod tests {
         for d in &first {
             d.busy.store(false, Ordering::Release);
         }
-        let later = t.due(start + Duration::from_millis(5_100));
+        // Both are due again by +6.1 s, whatever their first delays: the TCP check (3 s) was
+        // either not yet due at +3.05 s or skipped then and put back to +6..6.05 s.
+        let later = t.due(start + Duration::from_millis(6_100));
         assert_eq!(later.len(), 2);
         assert!(t
             .next_due()
-            .is_some_and(|n| n > start + Duration::from_millis(5_100)));
+            .is_some_and(|n| n > start + Duration::from_millis(6_100)));
     }
 
     #[test]

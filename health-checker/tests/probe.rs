@@ -119,6 +119,52 @@ async fn http_verdicts_follow_marathon() {
     ));
 }
 
+/// Sends `head` at once, then holds the connection open for `hold` without finishing the body.
+async fn stalling(head: &'static [u8], hold: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(head).await;
+                tokio::time::sleep(hold).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_status_line_read_before_the_timeout_is_the_answer() {
+    // The body never completes: the status line decides, when the check times out.
+    let ok = stalling(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(check(ok, http(false, false)).await, Verdict::Healthy);
+    let unavailable = stalling(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        check(unavailable, http(false, false)).await,
+        Verdict::Unhealthy("503 Service Unavailable".into())
+    );
+    // Without a whole status line by then, it is a timeout.
+    let mute = stalling(b"HTTP/1.1 2", Duration::from_secs(3)).await;
+    assert_eq!(
+        check(mute, http(false, false)).await,
+        Verdict::Unhealthy("Timed out after 500ms".into())
+    );
+}
+
 #[tokio::test]
 async fn tcp_is_healthy_when_it_connects() {
     let open = canned(b"", Duration::ZERO).await;

@@ -225,7 +225,7 @@ impl LeaderState {
                 format!("Group '{path}' does not exist"),
             ));
         }
-        if !(factor >= 0.0) || !factor.is_finite() {
+        if !factor.is_finite() || factor < 0.0 {
             return Err(invalid(
                 "/scaleBy",
                 format!("got {factor}, expected 0.0 or more"),
@@ -279,7 +279,9 @@ impl LeaderState {
         touched.sort();
         touched.dedup();
         touched.sort_by_key(|g| std::cmp::Reverse(g.segments().len()));
-        let tree = stride_core::group::all_groups(self.apps.keys(), &self.groups);
+        // Every app's ancestors are its parent and the parent's ancestors.
+        let mut tree = stride_core::group::all_groups(self.children.keys(), &self.groups);
+        tree.extend(self.children.keys().cloned());
         for g in touched {
             let meta = self.groups.get(&g);
             let manifest = Manifest {
@@ -288,10 +290,11 @@ impl LeaderState {
                 dependencies: meta.map(|m| m.dependencies.clone()).unwrap_or_default(),
                 enforce_role: meta.is_some_and(|m| m.enforce_role),
                 apps: self
-                    .apps
-                    .values()
-                    .filter(|a| a.id.parent() == g)
-                    .map(|a| (a.id.to_string(), a.version.unwrap_or(t)))
+                    .children
+                    .get(&g)
+                    .into_iter()
+                    .flatten()
+                    .map(|(id, version)| (id.clone(), version.unwrap_or(t)))
                     .collect(),
                 groups: stride_core::group::child_groups(&g, &tree)
                     .filter_map(|c| {
@@ -322,6 +325,7 @@ impl LeaderState {
     pub fn load_group(&mut self, meta: GroupMeta, versions: Vec<Timestamp>) {
         self.group_versions.insert(meta.id.clone(), versions);
         self.groups.insert(meta.id.clone(), meta);
+        self.groups_loaded();
     }
 
     pub fn load_root_versions(&mut self, versions: Vec<Timestamp>) {

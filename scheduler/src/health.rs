@@ -451,7 +451,9 @@ impl LeaderState {
             }
             let healthy = aggregate(&i.health, n);
             if healthy != i.healthy && healthy.is_some() {
+                let was = i.healthy;
                 i.healthy = healthy;
+                self.idx.health_changed(i, was);
                 event(&mut fx, events::instance_health_changed(now, i));
             }
             if created || s.changed || s.alive.0 != s.alive.1 {
@@ -1184,6 +1186,8 @@ mod tests {
         );
         assert_eq!(s.instances[id].healthy, Some(true));
         assert_eq!(s.instances[id].health.len(), 1);
+        s.check_index();
+        assert_eq!(s.idx.counts(&a.id).running_healthy, 1);
 
         // max = 1: the first failure is counted, the second kills.
         let (fx, _) = s.apply_health_reports(

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use serde_json::Value;
 use stride_core::error::ApiError;
-use stride_core::instance::{Condition, InstanceId};
+use stride_core::instance::InstanceId;
 use stride_core::{PathId, Timestamp};
 use stride_proto::v1::{self, scheduler_message::Msg};
 use stride_store::{Batch, Lease, StateStore, StoreError};
@@ -286,16 +286,7 @@ impl LeaderActor {
 
     fn publish_gauges(&self) {
         let s = &self.state;
-        let running = s
-            .instances
-            .values()
-            .filter(|i| i.condition == Condition::Running)
-            .count();
-        let staged = s
-            .instances
-            .values()
-            .filter(|i| matches!(i.condition, Condition::Staging | Condition::Starting))
-            .count();
+        let (running, staged) = s.condition_counts();
         metrics::gauge!(m::APPS_ACTIVE).set(s.apps.len() as f64);
         metrics::gauge!(m::DEPLOYMENTS_ACTIVE).set(s.deployments.len() as f64);
         metrics::gauge!(m::INSTANCES_RUNNING).set(running as f64);
@@ -332,7 +323,7 @@ impl Actor for LeaderActor {
         ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
             ticks += 1;
             // Every half minute, check every app's count, whatever changed.
-            if ticks % 30 == 0 {
+            if ticks.is_multiple_of(30) {
                 act.state.mark_all_dirty();
             }
             if !act.reconcile_queued {

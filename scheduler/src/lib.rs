@@ -26,6 +26,7 @@ pub mod health;
 mod index;
 pub mod leader;
 pub mod metrics;
+mod root;
 pub mod state;
 
 pub use elector::Role;
@@ -137,9 +138,8 @@ pub async fn run(
     info!("scheduler shutting down");
     let _ = elector.send(elector::Resign).await;
     let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(_)) | Err(_) => {}
+    if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), server).await {
+        r?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use stride_core::app::App;
 use stride_core::backoff::{self, Backoff};
 use stride_core::deployment::{
-    compute_plan, has_dependency_cycle, Action, ActionKind, DeploymentPlan,
+    compute_plan, compute_plan_by_depth, has_dependency_cycle, Action, ActionKind, DeploymentPlan,
 };
 use stride_core::error::{ApiError, ErrorCode};
 use stride_core::events::{self, Event};
@@ -25,7 +25,7 @@ use stride_core::matching::{match_offers, Offer, Pending, PlacedInstance, Reject
 use stride_core::parse::{app_from_value, merge_patch};
 use stride_core::render::task_json;
 use stride_core::scaling::{propose_spread, restart_launch_count, restart_strategy};
-use stride_core::versioning::{assign_service_ports, stamp};
+use stride_core::versioning::{assign_service_ports_in, stamp};
 use stride_core::{PathId, Timestamp};
 use stride_store::{collections, Batch};
 
@@ -153,7 +153,9 @@ pub struct AgentEntry {
     pub last_seen: Timestamp,
 }
 
-/// A change to the root group, as the API asks for it.
+/// A change to the root group, as the API asks for it. One per request and short-lived, so
+/// the size of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Change {
     Create(Value),
@@ -330,11 +332,17 @@ pub struct LeaderState {
     pub(crate) group_versions: HashMap<PathId, Vec<Timestamp>>,
     /// Indexes over `instances`, maintained by `put_instance` and `expunge`.
     pub(crate) idx: crate::index::Index,
-    /// Every app as an owned value, the shape the whole-root checks of a deployment take
-    /// (`validate_root`, `assign_service_ports`, `compute_plan`), kept in step with `apps` by
-    /// [`LeaderState::deploy_with`] so that a change costs what it changes rather than a clone
-    /// of every app. `None` until the first deployment after loading.
-    root_cache: Option<BTreeMap<PathId, App>>,
+    /// Every app as an owned value, with the service ports and dependencies the whole-root
+    /// checks of a deployment read, kept in step with `apps` by [`LeaderState::deploy_with`] so
+    /// that a change costs what it changes rather than a clone of every app. `None` until the
+    /// first deployment after loading.
+    root_cache: Option<crate::root::Root>,
+    /// Apps by parent group, kept in step with `apps`: the apps of a group's manifest, as it
+    /// lists them (id → version).
+    pub(crate) children: BTreeMap<PathId, BTreeMap<String, Option<Timestamp>>>,
+    /// The whole root (apps and groups) passed `validate_root` and has every app's ancestors
+    /// stored as groups, so a deployment need only check what it changes. Cleared by loading.
+    root_checked: bool,
 }
 
 fn to_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -363,6 +371,8 @@ impl LeaderState {
             group_versions: HashMap::new(),
             idx: Default::default(),
             root_cache: None,
+            children: BTreeMap::new(),
+            root_checked: false,
         }
     }
 
@@ -374,8 +384,34 @@ impl LeaderState {
         self.last_version = self.last_version.max(app.version.unwrap_or_default());
         self.idx.dirty_apps.insert(app.id.clone());
         self.versions.insert(app.id.clone(), versions);
-        self.apps.insert(app.id.clone(), Arc::new(app));
+        self.set_app(Arc::new(app));
         self.root_cache = None;
+        self.root_checked = false;
+    }
+
+    /// Stores `app` in `apps` and `children`.
+    fn set_app(&mut self, app: Arc<App>) {
+        self.children
+            .entry(app.id.parent())
+            .or_default()
+            .insert(app.id.to_string(), app.version);
+        self.apps.insert(app.id.clone(), app);
+    }
+
+    fn remove_app(&mut self, id: &PathId) {
+        let parent = id.parent();
+        if let Some(apps) = self.children.get_mut(&parent) {
+            apps.remove(&id.to_string());
+            if apps.is_empty() {
+                self.children.remove(&parent);
+            }
+        }
+        self.apps.remove(id);
+    }
+
+    /// Loading changed the groups: the next deployment checks the whole root again.
+    pub(crate) fn groups_loaded(&mut self) {
+        self.root_checked = false;
     }
 
     pub fn load_instance(&mut self, i: Instance) {
@@ -408,12 +444,11 @@ impl LeaderState {
             .entry(i.app_id.clone())
             .or_default()
             .insert(i.id.clone());
-        let previous = self
-            .instances
-            .get(&i.id)
-            .and_then(|old| self.idx.remove(old));
         let app = self.apps.get(&i.app_id).cloned();
-        self.idx.add(&i, app.as_deref(), previous);
+        match self.instances.get(&i.id) {
+            Some(old) => self.idx.replace(old, &i, app.as_deref()),
+            None => self.idx.add(&i, app.as_deref(), None),
+        }
         self.instances.insert(i.id.clone(), i);
     }
 
@@ -433,6 +468,11 @@ impl LeaderState {
                 }
             }
         }
+    }
+
+    /// Instances whose task is Running, and Staging or Starting.
+    pub fn condition_counts(&self) -> (usize, usize) {
+        (self.idx.running, self.idx.staged)
     }
 
     pub fn app_instances(&self, app: &PathId) -> Vec<&Instance> {
@@ -904,22 +944,14 @@ impl LeaderState {
         let touched: Vec<PathId> = draft.apps.keys().cloned().collect();
         let mut root = match self.root_cache.take() {
             Some(r) if r.len() == self.apps.len() => r,
-            _ => self
-                .apps
-                .iter()
-                .map(|(k, v)| (k.clone(), (**v).clone()))
-                .collect(),
+            _ => crate::root::Root::new(self.apps.values().map(|a| (**a).clone())),
         };
         let result = self.deploy_draft(draft, &mut root, force, dry_run, origin, sentenced, now, t);
         // Back in step with `apps`, whether the draft was applied or refused.
         for id in touched {
             match self.apps.get(&id) {
-                Some(a) => {
-                    root.insert(id, (**a).clone());
-                }
-                None => {
-                    root.remove(&id);
-                }
+                Some(a) => root.insert(id, (**a).clone()),
+                None => root.remove(&id),
             }
         }
         self.root_cache = Some(root);
@@ -933,7 +965,7 @@ impl LeaderState {
     fn deploy_draft(
         &mut self,
         draft: Draft,
-        new_root: &mut BTreeMap<PathId, App>,
+        new_root: &mut crate::root::Root,
         force: bool,
         dry_run: bool,
         origin: &Origin,
@@ -964,7 +996,8 @@ impl LeaderState {
             let Some(app) = app.as_mut() else { continue };
             let old = self.apps.get(id).map(|a| &**a);
             stamp(old, app, t, restarts.contains(id));
-            assign_service_ports(new_root, old, app)?;
+            // The root's ports include the app's own as given, as `assign_service_ports` has it.
+            assign_service_ports_in(|p| new_root.port_in_use(p), old, app)?;
             new_root.insert(id.clone(), app.clone());
         }
         let mut new_metas = self.groups.clone();
@@ -982,7 +1015,21 @@ impl LeaderState {
             .iter()
             .map(|(k, m)| (k.clone(), m.dependencies.clone()))
             .collect();
-        validate_root(new_root, &new_metas, &group_deps)?;
+        // No dependency anywhere: no cycle, and every app at depth 1 in the plan.
+        let dependencies =
+            new_root.has_dependencies() || group_deps.values().any(|d| !d.is_empty());
+        if self.root_checked {
+            validate_changes(
+                new_root,
+                &new_metas,
+                &group_deps,
+                dependencies,
+                target.keys(),
+                target_groups.keys(),
+            )?;
+        } else {
+            validate_root(new_root.apps(), &new_metas, &group_deps)?;
+        }
 
         // The plan over the affected apps.
         let original: BTreeMap<PathId, App> = target
@@ -994,14 +1041,24 @@ impl LeaderState {
             .filter_map(|(id, a)| a.clone().map(|a| (id.clone(), a)))
             .collect();
         // Dependencies order the whole new root, so pass every app for depth computation.
-        let mut plan = compute_plan(
-            uuid::Uuid::new_v4().to_string(),
-            t,
-            &original,
-            &target_apps,
-            new_root,
-            &group_deps,
-        );
+        let mut plan = if dependencies {
+            compute_plan(
+                uuid::Uuid::new_v4().to_string(),
+                t,
+                &original,
+                &target_apps,
+                new_root.apps(),
+                &group_deps,
+            )
+        } else {
+            compute_plan_by_depth(
+                uuid::Uuid::new_v4().to_string(),
+                t,
+                &original,
+                &target_apps,
+                |_| 1,
+            )
+        };
         for step in &mut plan.steps {
             for action in step.iter_mut() {
                 if let Some(s) = sentenced.get(&action.app) {
@@ -1090,7 +1147,7 @@ impl LeaderState {
                         fx.event(events::api_post(now, &origin.client_ip, &origin.uri, &app));
                     }
                     stored_apps.push(app.clone());
-                    self.apps.insert(id, Arc::new(app));
+                    self.set_app(Arc::new(app));
                 }
                 None => {
                     if self.apps.contains_key(&id) {
@@ -1100,12 +1157,24 @@ impl LeaderState {
                     fx.batch
                         .drop_collection(collections::app_versions(&id.to_string()));
                     fx.batch.delete(collections::TASK_FAILURES, id.to_string());
-                    self.apps.remove(&id);
+                    self.remove_app(&id);
                     self.versions.remove(&id);
                     self.task_failures.remove(&id);
                 }
             }
         }
+        // Once the whole root was checked, only the apps changed here can lack an ancestor
+        // (unless a group was removed).
+        let whole = !self.root_checked || target_groups.values().any(Option::is_none);
+        let placed_apps: Vec<PathId> = if whole {
+            new_root.apps().keys().cloned().collect()
+        } else {
+            changed_paths
+                .iter()
+                .filter(|id| new_root.apps().contains_key(*id))
+                .cloned()
+                .collect()
+        };
         for (id, meta) in target_groups {
             changed_paths.push(id.child("_"));
             match meta {
@@ -1124,13 +1193,13 @@ impl LeaderState {
             }
         }
         // Every app's ancestors exist as groups.
-        for id in new_root.keys() {
+        for id in &placed_apps {
             for g in id.ancestors().into_iter().skip(1) {
-                if !self.groups.contains_key(&g) {
-                    let m = GroupMeta::new(g.clone(), t);
+                if let std::collections::btree_map::Entry::Vacant(e) = self.groups.entry(g) {
+                    let m = GroupMeta::new(e.key().clone(), t);
                     fx.batch
-                        .put(collections::GROUPS, g.to_string(), to_bytes(&m));
-                    self.groups.insert(g, m);
+                        .put(collections::GROUPS, e.key().to_string(), to_bytes(&m));
+                    e.insert(m);
                 }
             }
         }
@@ -1155,6 +1224,7 @@ impl LeaderState {
             plan: None,
         };
         self.deployments.insert(plan.id.clone(), plan);
+        self.root_checked = true;
         Ok((deployed, fx))
     }
 
@@ -1462,6 +1532,10 @@ impl LeaderState {
             .dirty_apps
             .extend(dirty.into_iter().filter(|id| locked.contains(id)));
         for app in apps {
+            // At its count nothing is killed or started (`propose_spread` with none sentenced).
+            if self.idx.counts(&app.id).toward_scale == app.instances.max(0) as usize {
+                continue;
+            }
             let insts = self.app_instances(&app.id);
             let p = propose_spread(
                 &insts,
@@ -1579,10 +1653,7 @@ impl LeaderState {
         match action.kind {
             ActionKind::StartApplication => true,
             ActionKind::StopApplication => {
-                let active = self
-                    .app_instances(&action.app)
-                    .iter()
-                    .any(|i| i.condition.is_active());
+                let active = self.idx.counts(&action.app).active > 0;
                 if !active {
                     // Anything still listed (unlaunched, unreachable) is forgotten.
                     let rest: Vec<InstanceId> = self
@@ -1601,21 +1672,25 @@ impl LeaderState {
                 let Some(app) = self.apps.get(&action.app).cloned() else {
                     return true;
                 };
-                let insts = self.app_instances(&app.id);
+                // Read from the index's counts: a pass costs the same however big the app.
+                let counts = self.idx.counts(&app.id);
                 let want = app.instances.max(0) as usize;
-                let running = insts.iter().filter(|i| i.counts_toward_scale()).count();
+                let running = counts.toward_scale;
                 if running < want {
                     self.schedule(&app, want - running, now, fx);
                     return false;
                 }
-                let healthy = insts
-                    .iter()
-                    .filter(|i| self.is_healthy_and_ready(&app, i))
-                    .count();
-                let stopping = insts
-                    .iter()
-                    .any(|i| i.goal != Goal::Running && i.condition.is_active());
-                healthy >= want && !stopping
+                let healthy = if !app.readiness_checks.is_empty() {
+                    self.app_instances(&app.id)
+                        .iter()
+                        .filter(|i| self.is_healthy_and_ready(&app, i))
+                        .count()
+                } else if app.health_checks.is_empty() {
+                    counts.running
+                } else {
+                    counts.running_healthy
+                };
+                healthy >= want && counts.stopping == 0
             }
             ActionKind::RestartApplication => self.drive_restart(deployment, &action.app, now, fx),
         }
@@ -1709,10 +1784,9 @@ impl LeaderState {
     fn advance_deployments(&mut self, now: Timestamp, fx: &mut Effects) {
         let ids: Vec<String> = self.deployments.keys().cloned().collect();
         for id in ids {
-            loop {
-                let Some(plan) = self.deployments.get(&id).cloned() else {
-                    break;
-                };
+            // Driving a step never changes the stored plans, so a plan is only copied when it
+            // moves on.
+            while let Some(plan) = self.deployments.get(&id) {
                 let step = match plan.current_step {
                     None => {
                         let mut p = plan.clone();
@@ -1723,8 +1797,10 @@ impl LeaderState {
                     Some(s) => s,
                 };
                 if step >= plan.steps.len() {
+                    let Some(plan) = self.deployments.remove(&id) else {
+                        break;
+                    };
                     self.idx.dirty_apps.extend(plan.affected_apps());
-                    self.deployments.remove(&id);
                     fx.batch.delete(collections::DEPLOYMENTS, id.clone());
                     fx.event(events::deployment_success(now, &plan));
                     break;
@@ -1739,8 +1815,10 @@ impl LeaderState {
                 if !all_done {
                     break;
                 }
-                fx.event(events::deployment_step_success(now, &plan));
-                let mut p = plan;
+                let Some(mut p) = self.deployments.get(&id).cloned() else {
+                    break;
+                };
+                fx.event(events::deployment_step_success(now, &p));
                 p.current_step = Some(step + 1);
                 self.begin_step(p, now, fx);
             }
@@ -1797,27 +1875,31 @@ impl LeaderState {
         if offers.is_empty() {
             return;
         }
-        let waiting_apps: BTreeSet<&PathId> = waiting.iter().map(|(_, a)| &a.id).collect();
+        let waiting_apps: BTreeMap<&PathId, &App> =
+            waiting.iter().map(|(_, a)| (&a.id, &**a)).collect();
+        // The placed instances of each app's current configuration, lent by the index for the
+        // matching (and given back below), so a pass does not copy them.
         let mut placed: HashMap<PathId, Vec<PlacedInstance>> = HashMap::new();
-        for i in waiting_apps.iter().flat_map(|a| self.app_instances(a)) {
-            if !i.condition.is_active() || i.goal != Goal::Running {
-                continue;
-            }
-            let Some(app) = self.apps.get(&i.app_id) else {
+        let mut lent: Vec<(PathId, Timestamp, usize)> = Vec::new();
+        for (id, app) in &waiting_apps {
+            let Some(versions) = self.idx.placed.get_mut(*id) else {
                 continue;
             };
-            if i.app_version < app.config_version() {
-                continue;
-            }
-            if let Some(p) = &i.placement {
-                placed
-                    .entry(i.app_id.clone())
-                    .or_default()
-                    .push(PlacedInstance {
-                        agent_id: p.agent_id.clone(),
-                        hostname: p.hostname.clone(),
-                        attributes: p.attributes.clone(),
-                    });
+            let current = app.config_version();
+            let mut lists = versions.range_mut(current..);
+            match (lists.next(), lists.next()) {
+                (None, _) => {}
+                (Some((version, list)), None) => {
+                    lent.push(((*id).clone(), *version, list.items.len()));
+                    placed.insert((*id).clone(), std::mem::take(&mut list.items));
+                }
+                _ => {
+                    let all = versions
+                        .range(current..)
+                        .flat_map(|(_, l)| l.items.iter().cloned())
+                        .collect();
+                    placed.insert((*id).clone(), all);
+                }
             }
         }
         // Resident instances may only go back to the agent that holds their volumes.
@@ -1850,6 +1932,21 @@ impl LeaderState {
         let r = match_offers(&mut offers, &free, &mut placed);
         result.assignments.extend(r.assignments);
         result.unmatched.extend(r.unmatched);
+        // The matcher only appends what it assigned; those are indexed as they are stored.
+        for (id, version, len) in lent {
+            let Some(mut items) = placed.remove(&id) else {
+                continue;
+            };
+            items.truncate(len);
+            if let Some(list) = self
+                .idx
+                .placed
+                .get_mut(&id)
+                .and_then(|v| v.get_mut(&version))
+            {
+                list.items = items;
+            }
+        }
         // Everything tried found a place, so the rest of the queue may too: another pass soon.
         fx.more |= capped && result.unmatched.is_empty();
         let mut launches: BTreeMap<String, Vec<LaunchTask>> = BTreeMap::new();
@@ -1995,6 +2092,80 @@ impl LeaderState {
     }
 }
 
+#[cfg(test)]
+impl LeaderState {
+    /// Panics unless the counts and placed instances of the index, and the apps by parent,
+    /// are what walking every instance and app gives.
+    pub(crate) fn check_index(&self) {
+        let mut counts: HashMap<PathId, crate::index::AppCounts> = HashMap::new();
+        let mut placed: BTreeMap<(PathId, Timestamp), BTreeSet<String>> = BTreeMap::new();
+        let (mut running, mut staged) = (0, 0);
+        for i in self.instances.values() {
+            let c = counts.entry(i.app_id.clone()).or_default();
+            let run = i.goal == Goal::Running && i.condition == Condition::Running;
+            c.toward_scale += usize::from(i.counts_toward_scale());
+            c.active += usize::from(i.condition.is_active());
+            c.running += usize::from(run);
+            c.running_healthy += usize::from(run && i.healthy == Some(true));
+            c.stopping += usize::from(i.goal != Goal::Running && i.condition.is_active());
+            running += usize::from(i.condition == Condition::Running);
+            staged += usize::from(matches!(
+                i.condition,
+                Condition::Staging | Condition::Starting
+            ));
+            if let Some(p) = i.placement.as_ref() {
+                if i.condition.is_active() && i.goal == Goal::Running {
+                    placed
+                        .entry((i.app_id.clone(), i.app_version))
+                        .or_default()
+                        .insert(format!("{}@{}", i.id, p.agent_id));
+                }
+            }
+        }
+        counts.retain(|_, c| *c != crate::index::AppCounts::default());
+        assert_eq!(counts, self.idx.counts, "counts per app");
+        assert_eq!((running, staged), self.condition_counts(), "fleet counts");
+        let indexed: BTreeMap<(PathId, Timestamp), BTreeSet<String>> = self
+            .idx
+            .placed
+            .iter()
+            .flat_map(|(app, versions)| {
+                versions.iter().map(move |(v, list)| {
+                    let ids = list
+                        .entries()
+                        .map(|(id, p)| format!("{id}@{}", p.agent_id))
+                        .collect();
+                    ((app.clone(), *v), ids)
+                })
+            })
+            .collect();
+        assert_eq!(placed, indexed, "placed instances");
+        let mut by_agent: HashMap<String, BTreeSet<InstanceId>> = HashMap::new();
+        let mut pending = BTreeSet::new();
+        for i in self.instances.values() {
+            if let Some(agent) = i.agent_id() {
+                by_agent
+                    .entry(agent.to_string())
+                    .or_default()
+                    .insert(i.id.clone());
+            }
+            if i.goal == Goal::Running && i.condition == Condition::Scheduled {
+                pending.insert((i.since, i.id.clone()));
+            }
+        }
+        assert_eq!(by_agent, self.idx.by_agent, "instances by agent");
+        assert_eq!(pending, self.idx.pending, "the launch queue");
+        let mut children: BTreeMap<PathId, BTreeMap<String, Option<Timestamp>>> = BTreeMap::new();
+        for (id, a) in &self.apps {
+            children
+                .entry(id.parent())
+                .or_default()
+                .insert(id.to_string(), a.version);
+        }
+        assert_eq!(children, self.children, "apps by parent");
+    }
+}
+
 /// The field of the app's first `GROUP_BY` constraint, which scale-down keeps evenly spread.
 fn group_by_field(app: &App) -> Option<&str> {
     app.constraints
@@ -2004,34 +2175,66 @@ fn group_by_field(app: &App) -> Option<&str> {
         .map(String::as_str)
 }
 
+fn root_invalid(e: &str) -> ApiError {
+    ApiError::invalid(vec![stride_core::error::Violation {
+        path: "/".into(),
+        errors: vec![e.to_string()],
+    }])
+}
+
+const SAME_IDENTIFIER: &str = "Groups and Applications may not have the same identifier.";
+const CYCLIC: &str = "Dependency graph has cyclic dependencies.";
+
 /// Rules over the whole root that single apps cannot check.
 fn validate_root(
     apps: &BTreeMap<PathId, App>,
     metas: &BTreeMap<PathId, GroupMeta>,
     group_deps: &BTreeMap<PathId, Vec<PathId>>,
 ) -> Result<(), ApiError> {
-    let invalid = |e: &str| {
-        ApiError::invalid(vec![stride_core::error::Violation {
-            path: "/".into(),
-            errors: vec![e.to_string()],
-        }])
-    };
     for id in apps.keys() {
         for ancestor in id.ancestors().iter().skip(1) {
             if apps.contains_key(ancestor) {
-                return Err(invalid(
-                    "Groups and Applications may not have the same identifier.",
-                ));
+                return Err(root_invalid(SAME_IDENTIFIER));
             }
         }
         if metas.contains_key(id) {
-            return Err(invalid(
-                "Groups and Applications may not have the same identifier.",
-            ));
+            return Err(root_invalid(SAME_IDENTIFIER));
         }
     }
     if has_dependency_cycle(apps, group_deps) {
-        return Err(invalid("Dependency graph has cyclic dependencies."));
+        return Err(root_invalid(CYCLIC));
+    }
+    Ok(())
+}
+
+/// [`validate_root`] for a root that passed it before `apps` and `groups` changed: only a
+/// changed app or group can break a rule, and without dependencies there is no cycle. The same
+/// answer at the cost of what changed.
+fn validate_changes<'a>(
+    root: &crate::root::Root,
+    metas: &BTreeMap<PathId, GroupMeta>,
+    group_deps: &BTreeMap<PathId, Vec<PathId>>,
+    dependencies: bool,
+    apps: impl Iterator<Item = &'a PathId>,
+    groups: impl Iterator<Item = &'a PathId>,
+) -> Result<(), ApiError> {
+    for id in apps.filter(|id| root.apps().contains_key(*id)) {
+        let nested = id
+            .ancestors()
+            .iter()
+            .skip(1)
+            .any(|a| root.apps().contains_key(a));
+        if nested || metas.contains_key(id) || root.has_app_below(id) {
+            return Err(root_invalid(SAME_IDENTIFIER));
+        }
+    }
+    for id in groups.filter(|id| metas.contains_key(*id)) {
+        if root.apps().contains_key(id) {
+            return Err(root_invalid(SAME_IDENTIFIER));
+        }
+    }
+    if dependencies && has_dependency_cycle(root.apps(), group_deps) {
+        return Err(root_invalid(CYCLIC));
     }
     Ok(())
 }
@@ -2055,10 +2258,10 @@ fn common_group<'a>(paths: impl Iterator<Item = &'a PathId>) -> PathId {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn agent(id: &str) -> AgentInfo {
+    pub(super) fn agent(id: &str) -> AgentInfo {
         AgentInfo {
             agent_id: id.into(),
             hostname: format!("{id}.local"),
@@ -2074,7 +2277,7 @@ mod tests {
         }
     }
 
-    fn running(state: &mut LeaderState, fx: &Effects, now: Timestamp) {
+    pub(super) fn running(state: &mut LeaderState, fx: &Effects, now: Timestamp) {
         for (agent, cmd) in &fx.commands {
             if let AgentCommand::Launch(tasks) = cmd {
                 for t in tasks {
@@ -2100,7 +2303,9 @@ mod tests {
         for _ in 0..20 {
             now = now.plus_millis(10);
             let fx = state.reconcile(now);
+            state.check_index();
             running(state, &fx, now);
+            state.check_index();
             // Kills complete at once.
             for (agent, cmd) in &fx.commands {
                 if let AgentCommand::Kill { task_id, .. } = cmd {
@@ -2414,6 +2619,7 @@ mod tests {
                 }
             }
             let fx = state.reconcile(now);
+            state.check_index();
             pending.extend(fx.commands);
             let alive = state
                 .instances
@@ -2527,5 +2733,67 @@ mod pass_tests {
         let fx = s.reconcile(Timestamp::now());
         assert_eq!(s.instances.len(), want, "no more than wanted");
         assert!(!fx.more, "the work runs out");
+    }
+
+    /// Runs passes (each launch answered at once with Running) until `apps` × `per_app`
+    /// instances run on `agents` agents; the passes and the time they took.
+    fn launch_all(apps: usize, per_app: usize, agents: usize, spread: bool) -> (usize, f64) {
+        let mut now = Timestamp(1_000_000);
+        let mut s = LeaderState::new(Tuning::default(), now);
+        for n in 0..agents {
+            let mut info = super::tests::agent(&format!("sim-{n:05}"));
+            info.cpus = 1_000.0;
+            info.mem = 1_000_000.0;
+            info.attributes = vec![("rack_id".into(), format!("rack-{:03}", n % 25))];
+            s.agent_registered(info, n as u64, vec![], now);
+        }
+        let started = std::time::Instant::now();
+        let (mut posted, mut passes, mut launched) = (0, 0, 0);
+        while launched < apps * per_app {
+            // As the API would: no more than the running deployments allowed.
+            while posted < apps && s.deployments.len() < super::MAX_RUNNING_DEPLOYMENTS {
+                let mut app = json!({"id": format!("/load/app-{posted:05}"), "cmd": "sleep 1000",
+                    "cpus": 0.01, "mem": 8, "instances": per_app, "portDefinitions": []});
+                if spread {
+                    app["constraints"] = json!([["hostname", "UNIQUE"], ["rack_id", "GROUP_BY"]]);
+                }
+                s.deploy(
+                    vec![Change::Create(app)],
+                    false,
+                    &Origin::default(),
+                    BTreeMap::new(),
+                    now,
+                )
+                .expect("deploys");
+                posted += 1;
+            }
+            passes += 1;
+            assert!(passes < 10_000, "{launched} launched after {passes} passes");
+            now = now.plus_millis(10);
+            let fx = s.reconcile(now);
+            for (_, c) in &fx.commands {
+                if let super::AgentCommand::Launch(tasks) = c {
+                    launched += tasks.len();
+                }
+            }
+            super::tests::running(&mut s, &fx, now);
+        }
+        (passes, started.elapsed().as_secs_f64())
+    }
+
+    /// The cost of the leader's decisions alone (no gRPC, no store) to launch 100,000
+    /// instances: `cargo test --release -p stride-scheduler -- --ignored --nocapture load`.
+    #[test]
+    #[ignore = "a measurement; run in release"]
+    fn load_one_big_app_and_many_small_ones() {
+        for (apps, per_app, spread) in
+            [(1, 100_000, false), (1_000, 100, false), (1_000, 100, true)]
+        {
+            let (passes, secs) = launch_all(apps, per_app, 1_000, spread);
+            println!(
+                "{apps} apps × {per_app} (constraints {spread}): {passes} passes, {secs:.2} s, {:.1} ms per 1,000 instances",
+                secs * 1e6 / (apps * per_app) as f64
+            );
+        }
     }
 }

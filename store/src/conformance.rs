@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{Batch, Candidate, StateStore, StoreError};
+use crate::{Batch, Candidate, Changed, StateStore, StoreError, CHANGE_FEED_MAX_LEN};
 
 fn candidate(id: &str) -> Candidate {
     Candidate {
@@ -22,6 +22,148 @@ pub async fn run_all<S: StateStore>(store: &S) {
     fenced_writes_change_nothing(store).await;
     events_are_ordered_and_resumable(store).await;
     the_revision_changes_with_every_commit(store).await;
+    the_change_feed_names_what_each_commit_changed(store).await;
+    the_change_feed_is_bounded(store).await;
+}
+
+fn key(collection: &str, key: &str) -> Changed {
+    Changed::Key {
+        collection: collection.to_string(),
+        key: key.to_string(),
+    }
+}
+
+async fn revision<S: StateStore>(store: &S) -> String {
+    store
+        .revision()
+        .await
+        .expect("revision")
+        .expect("the store keeps a revision")
+}
+
+async fn the_change_feed_names_what_each_commit_changed<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("feed"), Duration::from_secs(5))
+        .await
+        .expect("store reachable")
+        .expect("free lease");
+    let start = revision(store).await;
+    let none = store
+        .changes_since(&start)
+        .await
+        .expect("changes")
+        .expect("the feed reaches the current revision");
+    assert_eq!(none.revision, start);
+    assert!(none.changed.is_empty(), "{:?}", none.changed);
+
+    let mut b = Batch::new();
+    b.put("feed-a", "k1", Bytes::from_static(b"1"))
+        .event(Bytes::from_static(b"{}"))
+        .put("feed-b", "/odd:key 7", Bytes::from_static(b"2"))
+        .put("feed-b", "", Bytes::from_static(b"3"));
+    store.commit(&lease, b).await.expect("commit");
+    let middle = revision(store).await;
+    let mut b = Batch::new();
+    b.delete("feed-a", "k1")
+        .delete("feed-a", "never-there")
+        .drop_collection("feed-b");
+    store.commit(&lease, b).await.expect("commit");
+    let end = revision(store).await;
+
+    let all = store
+        .changes_since(&start)
+        .await
+        .expect("changes")
+        .expect("the feed reaches two commits back");
+    assert_eq!(all.revision, end);
+    assert_eq!(
+        all.changed,
+        vec![
+            key("feed-a", "k1"),
+            key("feed-b", "/odd:key 7"),
+            key("feed-b", ""),
+            key("feed-a", "k1"),
+            key("feed-a", "never-there"),
+            Changed::Collection {
+                collection: "feed-b".into()
+            },
+        ],
+        "every key written or deleted and every collection dropped, oldest first"
+    );
+    let later = store
+        .changes_since(&middle)
+        .await
+        .expect("changes")
+        .expect("the feed reaches one commit back");
+    assert_eq!(later.revision, end);
+    assert_eq!(later.changed.len(), 3);
+
+    let mut unfenced = Batch::new();
+    unfenced.put("feed-a", "k2", Bytes::from_static(b"x"));
+    store.release(&lease).await.expect("release");
+    assert!(store.commit(&lease, unfenced).await.is_err());
+    store
+        .put_unfenced("feed-a", "k3", Bytes::from_static(b"y"))
+        .await
+        .expect("put");
+    let after = store
+        .changes_since(&end)
+        .await
+        .expect("changes")
+        .expect("the feed reaches the current revision");
+    assert_eq!(
+        after.revision, end,
+        "neither a fenced commit nor an unfenced write"
+    );
+    assert!(after.changed.is_empty());
+    store.delete_unfenced("feed-a", "k3").await.expect("delete");
+
+    assert_eq!(
+        store
+            .changes_since("not a revision of this store")
+            .await
+            .expect("changes"),
+        None,
+        "a revision the feed never held: read everything again"
+    );
+}
+
+async fn the_change_feed_is_bounded<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("bound"), Duration::from_secs(60))
+        .await
+        .expect("store reachable")
+        .expect("free lease");
+    let first = revision(store).await;
+    let mut recent = first.clone();
+    // Past the bound by more than a Redis stream node, which approximate trimming keeps whole.
+    for n in 0..CHANGE_FEED_MAX_LEN + CHANGE_FEED_MAX_LEN / 2 {
+        let mut b = Batch::new();
+        b.put("bound", format!("k{n}"), Bytes::from_static(b"v"));
+        store.commit(&lease, b).await.expect("commit");
+        if n == CHANGE_FEED_MAX_LEN {
+            recent = revision(store).await;
+        }
+    }
+    assert_eq!(
+        store.changes_since(&first).await.expect("changes"),
+        None,
+        "a revision older than the feed's bound"
+    );
+    let since = store
+        .changes_since(&recent)
+        .await
+        .expect("changes")
+        .expect("a recent revision is kept");
+    assert_eq!(since.changed.len(), CHANGE_FEED_MAX_LEN / 2 - 1);
+    assert_eq!(
+        since.changed[0],
+        key("bound", &format!("k{}", CHANGE_FEED_MAX_LEN + 1))
+    );
+    let mut b = Batch::new();
+    b.drop_collection("bound");
+    store.commit(&lease, b).await.expect("commit");
+    store.release(&lease).await.expect("release");
 }
 
 async fn the_revision_changes_with_every_commit<S: StateStore>(store: &S) {
@@ -75,6 +217,22 @@ async fn collections<S: StateStore>(store: &S) {
     let mut all = store.get_all("things").await.expect("get_all");
     all.sort();
     assert_eq!(all.len(), 2);
+    assert_eq!(
+        store
+            .get_many("things", &["b".into(), "missing".into(), "a".into()])
+            .await
+            .expect("get_many"),
+        vec![
+            Some(Bytes::from_static(b"2")),
+            None,
+            Some(Bytes::from_static(b"1"))
+        ]
+    );
+    assert!(store
+        .get_many("things", &[])
+        .await
+        .expect("get_many")
+        .is_empty());
     let mut b = Batch::new();
     b.delete("things", "a").drop_collection("other");
     store.commit(&lease, b).await.expect("commit");

@@ -12,6 +12,13 @@
 //! which applies a batch only if the lease still holds the caller's token, in one atomic step. A
 //! deposed leader that wakes up after a pause therefore cannot change anything: its token is
 //! gone, and it learns so from [`StoreError::Fenced`].
+//!
+//! ## The change feed
+//! Every commit also records, in the same atomic step, which keys it wrote or deleted and which
+//! collections it dropped, in a feed bounded to the last [`CHANGE_FEED_MAX_LEN`] commits. A
+//! reader that keeps a copy of some collections under a [`StateStore::revision`] brings it up
+//! to date with [`StateStore::changes_since`] and reads only those keys again; when the feed no
+//! longer reaches back to its revision, it reads everything again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -242,10 +249,46 @@ pub fn event_id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 /// How many events the stream keeps (approximately; older ones are trimmed).
 pub const EVENT_STREAM_MAX_LEN: usize = 100_000;
 
+/// How many commits the change feed keeps (approximately; older ones are trimmed). It holds
+/// keys only, never values, so it costs a fraction of what those commits wrote.
+pub const CHANGE_FEED_MAX_LEN: usize = 1_000;
+
+/// Something one commit changed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Changed {
+    /// A key it wrote or deleted: read it again to know which.
+    Key { collection: String, key: String },
+    /// A collection it dropped whole.
+    Collection { collection: String },
+}
+
+impl Changed {
+    pub fn collection(&self) -> &str {
+        match self {
+            Changed::Key { collection, .. } | Changed::Collection { collection } => collection,
+        }
+    }
+}
+
+/// What the commits after a revision changed, oldest first, and the revision they lead to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub revision: String,
+    pub changed: Vec<Changed>,
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<Bytes>>;
     async fn get_all(&self, collection: &str) -> Result<Vec<(String, Bytes)>>;
+    /// The values of `keys` of one collection, in their order (`None` where absent).
+    async fn get_many(&self, collection: &str, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(collection, key).await?);
+        }
+        Ok(values)
+    }
     /// Keys of a collection without the values.
     async fn keys(&self, collection: &str) -> Result<Vec<String>>;
 
@@ -283,6 +326,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// under one token knows the committed state is unchanged while the token is. `None` when
     /// the store cannot tell: readers then read again every time. Unfenced writes do not count.
     async fn revision(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// What the commits applied after `revision` (a value [`StateStore::revision`] returned)
+    /// changed, up to the revision the answer names, read in one atomic step. `None` when the
+    /// change feed no longer reaches back to `revision` (trimmed, lost in a failover, or never
+    /// a revision of this store), when so much changed that reading everything again is
+    /// cheaper, or when the store keeps no feed: the reader must then read everything again.
+    async fn changes_since(&self, revision: &str) -> Result<Option<Changes>> {
+        let _ = revision;
         Ok(None)
     }
 }

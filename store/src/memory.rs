@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::{
-    event_id_cmp, Batch, Candidate, LeaderRecord, Lease, Op, Result, StateStore, StoreError,
-    StoredEvent, EVENT_STREAM_MAX_LEN,
+    event_id_cmp, Batch, Candidate, Changed, Changes, LeaderRecord, Lease, Op, Result, StateStore,
+    StoreError, StoredEvent, CHANGE_FEED_MAX_LEN, EVENT_STREAM_MAX_LEN,
 };
 
 #[derive(Default)]
@@ -25,6 +25,8 @@ struct Inner {
     last_id: (u64, u64),
     /// Commits applied so far.
     commits: u64,
+    /// What each of the last [`CHANGE_FEED_MAX_LEN`] commits changed, by commit number.
+    feed: VecDeque<(u64, Vec<Changed>)>,
 }
 
 impl Inner {
@@ -86,6 +88,15 @@ impl StateStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn get_many(&self, collection: &str, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let inner = self.inner.lock();
+        let c = inner.collections.get(collection);
+        Ok(keys
+            .iter()
+            .map(|k| c.and_then(|c| c.get(k).cloned()))
+            .collect())
+    }
+
     async fn keys(&self, collection: &str) -> Result<Vec<String>> {
         Ok(self
             .inner
@@ -104,6 +115,7 @@ impl StateStore for MemoryStore {
                 return Err(StoreError::Fenced);
             }
             inner.commits += 1;
+            let mut changed = Vec::new();
             for op in batch.ops {
                 match op {
                     Op::Put {
@@ -111,6 +123,10 @@ impl StateStore for MemoryStore {
                         key,
                         value,
                     } => {
+                        changed.push(Changed::Key {
+                            collection: collection.clone(),
+                            key: key.clone(),
+                        });
                         inner
                             .collections
                             .entry(collection)
@@ -121,9 +137,11 @@ impl StateStore for MemoryStore {
                         if let Some(c) = inner.collections.get_mut(&collection) {
                             c.remove(&key);
                         }
+                        changed.push(Changed::Key { collection, key });
                     }
                     Op::Drop { collection } => {
                         inner.collections.remove(&collection);
+                        changed.push(Changed::Collection { collection });
                     }
                     Op::Event { body } => {
                         let id = inner.next_id();
@@ -134,6 +152,11 @@ impl StateStore for MemoryStore {
                         appended = true;
                     }
                 }
+            }
+            let n = inner.commits;
+            inner.feed.push_back((n, changed));
+            while inner.feed.len() > CHANGE_FEED_MAX_LEN {
+                inner.feed.pop_front();
             }
         }
         if appended {
@@ -248,5 +271,29 @@ impl StateStore for MemoryStore {
 
     async fn revision(&self) -> Result<Option<String>> {
         Ok(Some(self.inner.lock().commits.to_string()))
+    }
+
+    async fn changes_since(&self, revision: &str) -> Result<Option<Changes>> {
+        let Ok(since) = revision.parse::<u64>() else {
+            return Ok(None);
+        };
+        let inner = self.inner.lock();
+        if since > inner.commits {
+            return Ok(None);
+        }
+        let reaches =
+            since == inner.commits || inner.feed.front().is_some_and(|(n, _)| *n <= since + 1);
+        if !reaches {
+            return Ok(None);
+        }
+        Ok(Some(Changes {
+            revision: inner.commits.to_string(),
+            changed: inner
+                .feed
+                .iter()
+                .filter(|(n, _)| *n > since)
+                .flat_map(|(_, c)| c.iter().cloned())
+                .collect(),
+        }))
     }
 }

@@ -38,8 +38,8 @@ use tracing::{debug, warn};
 
 use crate::sentinel::{is_sentinel_url, SentinelLink, SentinelUrl};
 use crate::{
-    Batch, Candidate, LeaderRecord, Lease, Op, Result, StateStore, StoreError, StoredEvent,
-    EVENT_STREAM_MAX_LEN,
+    Batch, Candidate, Changed, Changes, LeaderRecord, Lease, Op, Result, StateStore, StoreError,
+    StoredEvent, CHANGE_FEED_MAX_LEN, EVENT_STREAM_MAX_LEN,
 };
 
 const COMMIT: &str = r#"
@@ -49,25 +49,63 @@ end
 if redis.call('GET', KEYS[3]) == ARGV[2] then
   return 'APPLIED'
 end
-local i = 3
+local changed = {}
+local i = 4
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'P' then
-    redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+    redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3])
+    changed[#changed+1] = 'K' .. #ARGV[i+1] .. ':' .. ARGV[i+1] .. #ARGV[i+2] .. ':' .. ARGV[i+2]
+    i = i + 4
   elseif op == 'D' then
-    redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
+    redis.call('HDEL', ARGV[i+1], ARGV[i+2])
+    changed[#changed+1] = 'K' .. #ARGV[i+1] .. ':' .. ARGV[i+1] .. #ARGV[i+2] .. ':' .. ARGV[i+2]
+    i = i + 3
   elseif op == 'X' then
-    redis.call('DEL', ARGV[i+1]); i = i + 2
+    redis.call('DEL', ARGV[i+1])
+    changed[#changed+1] = 'X' .. #ARGV[i+1] .. ':' .. ARGV[i+1]
+    i = i + 2
   elseif op == 'E' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[i+1], '*', 'e', ARGV[i+2]); i = i + 3
   else
     return redis.error_reply('bad op ' .. tostring(op))
   end
 end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'c', ARGV[2], 'k', table.concat(changed))
 redis.call('SET', KEYS[3], ARGV[2])
 return 'OK'
 "#;
+
+/// The change feed after a revision: the last commit id, then what each later commit changed,
+/// newest first; nil when the feed does not reach back to the revision, when its newest entry
+/// is not the last commit's (a commit that wrote no entry), or when the entries to send would
+/// pass `ARGV[2]` bytes (reading everything again is then the cheaper way).
+const CHANGES: &str = r#"
+local last = redis.call('GET', KEYS[2]) or ''
+if last == ARGV[1] then return {last} end
+local out = {last}
+local size = 0
+local most = tonumber(ARGV[2])
+local top = '+'
+while true do
+  local page = redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', 128)
+  if #page == 0 then return false end
+  for _, e in ipairs(page) do
+    local f = e[2]
+    if #out == 1 and f[2] ~= last then return false end
+    if f[2] == ARGV[1] then return out end
+    size = size + #f[4]
+    if size > most then return false end
+    out[#out+1] = f[4]
+  end
+  top = '(' .. page[#page][1]
+end
+"#;
+
+/// The most bytes of change feed entries one [`StateStore::changes_since`] reads: keys of about
+/// 200,000 changes, beyond which a reader is better off reading everything again.
+const CHANGES_MAX_BYTES: usize = 16 << 20;
 
 const ACQUIRE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -112,6 +150,7 @@ impl Lua {
 
 struct Scripts {
     commit: Lua,
+    changes: Lua,
     acquire: Lua,
     renew: Lua,
     release: Lua,
@@ -487,6 +526,7 @@ impl RedisStore {
             options,
             scripts: Arc::new(Scripts {
                 commit: Lua::new(COMMIT),
+                changes: Lua::new(CHANGES),
                 acquire: Lua::new(ACQUIRE),
                 renew: Lua::new(RENEW),
                 release: Lua::new(RELEASE),
@@ -509,6 +549,9 @@ impl RedisStore {
     }
     fn last_commit_key(&self) -> String {
         format!("{}:last-commit", self.prefix)
+    }
+    fn changes_key(&self) -> String {
+        format!("{}:changes", self.prefix)
     }
 
     /// Runs `op` on a connection. Through Sentinel, a failure that shows the master gone
@@ -668,6 +711,44 @@ impl RedisStore {
         }
     }
 
+    /// Decodes one change feed entry: `K<n>:<collection key><n>:<key>` for a key,
+    /// `X<n>:<collection key>` for a dropped collection, one after another.
+    fn changed_of(&self, blob: &[u8]) -> Result<Vec<Changed>> {
+        let corrupt = || StoreError::Corrupt("change feed entry does not decode".into());
+        let coll_prefix = self.coll_key("");
+        let mut rest = blob;
+        let take = |rest: &mut &[u8]| -> Result<String> {
+            let colon = rest.iter().position(|b| *b == b':').ok_or_else(corrupt)?;
+            let len: usize = std::str::from_utf8(&rest[..colon])
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(corrupt)?;
+            let end = colon + 1 + len;
+            let s = rest.get(colon + 1..end).ok_or_else(corrupt)?;
+            let s = String::from_utf8(s.to_vec()).map_err(|_| corrupt())?;
+            *rest = &rest[end..];
+            Ok(s)
+        };
+        let mut out = Vec::new();
+        while let Some((op, tail)) = rest.split_first() {
+            rest = tail;
+            let coll = take(&mut rest)?;
+            let collection = coll
+                .strip_prefix(&coll_prefix)
+                .ok_or_else(corrupt)?
+                .to_string();
+            match op {
+                b'K' => out.push(Changed::Key {
+                    collection,
+                    key: take(&mut rest)?,
+                }),
+                b'X' => out.push(Changed::Collection { collection }),
+                _ => return Err(corrupt()),
+            }
+        }
+        Ok(out)
+    }
+
     fn events_from(reply: StreamRangeReply) -> Vec<StoredEvent> {
         reply
             .ids
@@ -716,6 +797,28 @@ impl StateStore for RedisStore {
         Ok(v.into_iter().map(|(k, b)| (k, Bytes::from(b))).collect())
     }
 
+    async fn get_many(&self, collection: &str, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.coll_key(collection)).arg(keys);
+        let v: Vec<Option<Vec<u8>>> = self
+            .call(Replay::Safe, |mut c| {
+                let cmd = &cmd;
+                async move { Ok(cmd.query_async(&mut c).await?) }
+            })
+            .await?;
+        if v.len() != keys.len() {
+            return Err(StoreError::Corrupt(format!(
+                "HMGET of {} keys answered {} values",
+                keys.len(),
+                v.len()
+            )));
+        }
+        Ok(v.into_iter().map(|b| b.map(Bytes::from)).collect())
+    }
+
     async fn keys(&self, collection: &str) -> Result<Vec<String>> {
         let k = self.coll_key(collection);
         Ok(self
@@ -732,11 +835,13 @@ impl StateStore for RedisStore {
         }
         let token = lease.token();
         let id = self.commits.id_for(&token, &batch);
-        let mut cmd =
-            self.scripts
-                .commit
-                .cmd(&[self.lease_key(), self.events_key(), self.last_commit_key()]);
-        cmd.arg(&token).arg(&id);
+        let mut cmd = self.scripts.commit.cmd(&[
+            self.lease_key(),
+            self.events_key(),
+            self.last_commit_key(),
+            self.changes_key(),
+        ]);
+        cmd.arg(&token).arg(&id).arg(CHANGE_FEED_MAX_LEN);
         for op in &batch.ops {
             match op {
                 Op::Put {
@@ -968,6 +1073,43 @@ impl StateStore for RedisStore {
             })
             .await?;
         Ok(Some(v.unwrap_or_default()))
+    }
+
+    async fn changes_since(&self, revision: &str) -> Result<Option<Changes>> {
+        let mut cmd = self
+            .scripts
+            .changes
+            .cmd(&[self.changes_key(), self.last_commit_key()]);
+        cmd.arg(revision).arg(CHANGES_MAX_BYTES);
+        let reply = self
+            .call(Replay::Safe, |mut c| {
+                let cmd = &cmd;
+                async move {
+                    self.write(&mut c, cmd, Some(&self.scripts.changes), false)
+                        .await
+                }
+            })
+            .await?;
+        let parts = match reply {
+            Value::Nil => return Ok(None),
+            Value::Array(parts) => parts,
+            other => return Err(StoreError::Corrupt(format!("change feed reply {other:?}"))),
+        };
+        let mut parts = parts.into_iter();
+        let revision =
+            parts.next().as_ref().and_then(token_of).ok_or_else(|| {
+                StoreError::Corrupt("change feed reply without a revision".into())
+            })?;
+        let entries: Vec<Value> = parts.collect();
+        let mut changed = Vec::new();
+        // Newest first as the feed is read backwards; oldest first for the caller.
+        for entry in entries.iter().rev() {
+            let Value::BulkString(blob) = entry else {
+                return Err(StoreError::Corrupt(format!("change feed entry {entry:?}")));
+            };
+            changed.extend(self.changed_of(blob)?);
+        }
+        Ok(Some(Changes { revision, changed }))
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -238,14 +239,34 @@ impl WorkDir {
         self.path().join("sandboxes").join(task_id)
     }
 
-    pub fn task_file(&self, task_id: &str) -> PathBuf {
-        self.path().join("tasks").join(format!("{task_id}.json"))
+    /// Every task record in the agent's journal, replayed: the last `put` of a task wins, a
+    /// `forget` drops it.
+    pub fn records(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut table = BTreeMap::new();
+        let text = std::fs::read_to_string(self.path().join("tasks.journal")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(id) = entry["forget"].as_str() {
+                table.remove(id);
+            } else if let Some(id) = entry["put"]["spec"]["task_id"].as_str() {
+                table.insert(id.to_string(), entry["put"].clone());
+            }
+        }
+        table
+    }
+
+    /// The record the agent keeps of a task, if it keeps one.
+    pub fn record(&self, task_id: &str) -> Option<serde_json::Value> {
+        self.records().remove(task_id)
     }
 
     /// The pid the agent recorded for a task.
     pub fn pid(&self, task_id: &str) -> anyhow::Result<i32> {
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.task_file(task_id))?)?;
+        let record = self
+            .record(task_id)
+            .ok_or_else(|| anyhow::anyhow!("no record of {task_id}"))?;
         record["pid"]
             .as_i64()
             .map(|p| p as i32)
@@ -254,8 +275,7 @@ impl WorkDir {
 
     /// The state the agent recorded for a task.
     pub fn recorded_state(&self, task_id: &str) -> Option<String> {
-        let bytes = std::fs::read(self.task_file(task_id)).ok()?;
-        let record: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let record = self.record(task_id)?;
         record["status"]["state"].as_str().map(String::from)
     }
 
@@ -274,14 +294,8 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.path().join("tasks")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let pid = std::fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["pid"].as_i64());
+        for record in self.records().into_values() {
+            let pid = record["pid"].as_i64();
             if let Some(pid) = pid.map(|p| p as i32).filter(|p| *p > 1) {
                 if process_group(pid) == Some(pid) {
                     let _ = nix::sys::signal::killpg(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 use stride_core::error::ApiError;
@@ -28,8 +29,8 @@ use crate::admission::{Kind, Operation};
 use crate::auth::{Action, Caller, Scope};
 use crate::error::{GatewayError, Result};
 use crate::http::{
-    base_url, deployment_result, json as json_response, origin, set_deployment_id,
-    wants_text_plain, Query,
+    base_url, deployment_result, json as json_response, json_bytes, json_list, origin,
+    set_deployment_id, wants_text_plain, Query,
 };
 use crate::labels;
 use crate::read::{self, Snapshot};
@@ -105,16 +106,13 @@ pub(crate) async fn list(
         .map(labels::parse)
         .transpose()
         .map_err(GatewayError::unprocessable)?;
-    let mut embed = Embed::parse(q.all("embed"), Embed::default());
     // The list always embeds counts and deployments.
-    embed.counts = true;
-    embed.deployments = true;
+    let embed = read::listing_embed(Embed::parse(q.all("embed"), Embed::default()));
     let cmd = q.get("cmd").map(str::to_lowercase);
     let id = q.get("id").map(str::to_lowercase);
 
     let snap = gw.snapshots.get(gw.store.as_ref()).await?;
-    let by_app = snap.instances_by_app();
-    let apps: Vec<Value> = snap
+    let apps: Vec<Bytes> = snap
         .apps
         .values()
         .filter(|a| scope.sees(&a.id))
@@ -130,15 +128,18 @@ pub(crate) async fn list(
                 .is_none_or(|i| a.id.to_string().to_lowercase().contains(i.as_str()))
         })
         .filter(|a| selectors.as_ref().is_none_or(|s| s.matches(&a.labels)))
-        .map(|a| {
-            app_info(
-                a,
-                &snap.status(&a.id, by_app.get(&a.id).cloned().unwrap_or_default()),
-                embed,
-            )
-        })
+        .map(|a| snap.app_info_json(a, embed))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "apps": apps })))
+    Ok(rendered_list("apps", &apps))
+}
+
+/// `{"<key>":[…]}` of rendered apps.
+fn rendered_list(key: &str, apps: &[Bytes]) -> HttpResponse {
+    let size = apps.iter().map(|a| a.len() + 1).sum();
+    json_bytes(
+        StatusCode::OK,
+        json_list(key, apps.iter().map(AsRef::as_ref), size),
+    )
 }
 
 /// `GET /v2/apps/{…}`.
@@ -191,11 +192,12 @@ async fn show(gw: &Gateway, q: &Query, id: &PathId) -> Result<HttpResponse> {
             .apps
             .get(id)
             .ok_or_else(|| ApiError::app_not_found(id))?;
-        let status = snap.status(id, snap.app_instances(id));
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({ "app": app_info(app, &status, embed) }),
-        ));
+        let info = snap.app_info_json(app, embed);
+        let mut body = Vec::with_capacity(info.len() + 8);
+        body.extend_from_slice(b"{\"app\":");
+        body.extend_from_slice(&info);
+        body.push(b'}');
+        return Ok(json_bytes(StatusCode::OK, body));
     }
     let key = id.to_string();
     let (app, instances, deployments, failure) = futures::try_join!(
@@ -242,23 +244,14 @@ async fn show_group(
             "Group '{group}' does not exist"
         )));
     }
-    let mut embed = Embed::parse(q.all("embed"), Embed::default());
-    embed.counts = true;
-    embed.deployments = true;
-    let by_app = snap.instances_by_app();
-    let apps: Vec<Value> = snap
+    let embed = read::listing_embed(Embed::parse(q.all("embed"), Embed::default()));
+    let apps: Vec<Bytes> = snap
         .apps
         .values()
         .filter(|a| a.id.is_within(group) && scope.sees(&a.id))
-        .map(|a| {
-            app_info(
-                a,
-                &snap.status(&a.id, by_app.get(&a.id).cloned().unwrap_or_default()),
-                embed,
-            )
-        })
+        .map(|a| snap.app_info_json(a, embed))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "*": apps })))
+    Ok(rendered_list("*", &apps))
 }
 
 /// The tasks of app `id`, or with `wildcard` (the part of the group the caller may see) of

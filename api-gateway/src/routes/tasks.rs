@@ -54,8 +54,7 @@ pub(crate) async fn list(
         .map(|(id, a)| (id, a.service_ports()))
         .collect();
     let tasks: Vec<Value> = snap
-        .instances
-        .iter()
+        .instances()
         .filter(|i| is_visible_task(i) && scope.sees(&i.app_id))
         .filter(|i| wanted.is_empty() || wanted.contains(&i.condition))
         .map(|i| {

@@ -167,7 +167,13 @@ impl Harness {
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let store = MemoryStore::new();
-        let lease = store
+        let lease = Self::lease(&store).await?;
+        Self::start_on(store, lease, tune).await
+    }
+
+    /// The scheduler's lease in `store`, taken for the test's whole length.
+    pub async fn lease(store: &MemoryStore) -> anyhow::Result<Lease> {
+        store
             .try_acquire(
                 &Candidate {
                     scheduler_id: "scheduler-1".into(),
@@ -177,7 +183,15 @@ impl Harness {
                 Duration::from_secs(3600),
             )
             .await?
-            .ok_or_else(|| anyhow!("the lease is free in a new store"))?;
+            .ok_or_else(|| anyhow!("the lease is free in a new store"))
+    }
+
+    /// A gateway over `store`, which the test writes under `lease` (another gateway's too).
+    pub async fn start_on(
+        store: MemoryStore,
+        lease: Lease,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let base = format!("http://{}", listener.local_addr()?);
         let mut config = Config::new(ADVERTISED);
