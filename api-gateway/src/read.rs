@@ -492,10 +492,33 @@ pub struct SnapshotCache {
     syncs: AtomicU64,
     /// Set while a sync reads everything.
     loading: AtomicBool,
+    /// When a request last asked for the snapshot, in milliseconds since the Unix epoch.
+    asked_at_ms: AtomicU64,
+}
+
+/// For this long after a request last asked for the snapshot, [`SnapshotCache::keep_current`]
+/// renders the plain listing ahead of the next request at every sync; after it, only once every
+/// [`IDLE_RENDER_EVERY`], so that a gateway nobody lists from spends little on rendering while
+/// instances change by the thousand, and a listing after a quiet spell still finds most of its
+/// apps rendered.
+const RENDER_AHEAD_FOR: Duration = Duration::from_secs(60);
+const IDLE_RENDER_EVERY: Duration = Duration::from_secs(5);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl SnapshotCache {
+    /// The snapshot for a request: see the type's documentation.
     pub async fn get(&self, store: &dyn StateStore) -> Result<Arc<Snapshot>> {
+        self.asked_at_ms.store(now_ms(), Ordering::Relaxed);
+        self.sync(store).await
+    }
+
+    async fn sync(&self, store: &dyn StateStore) -> Result<Arc<Snapshot>> {
         let arrived = self.syncs.load(Ordering::SeqCst);
         let mut kept = self.kept.lock().await;
         if let Some(k) = kept.as_ref().filter(|k| k.synced > arrived) {
@@ -551,20 +574,31 @@ impl SnapshotCache {
         self.get(store).await.map(Some)
     }
 
-    /// Keeps the snapshot current and the plain listing (`GET /v2/apps`) rendered, syncing
-    /// every `every`, so that requests find little to do. Ends when `stop` flips.
+    /// Keeps the snapshot current, syncing every `every`, and the plain listing
+    /// (`GET /v2/apps`) rendered (at every sync while requests ask for listings, less often
+    /// when none do: [`RENDER_AHEAD_FOR`]), so that requests find little to do. Ends when `stop`
+    /// flips.
     pub async fn keep_current(
         &self,
         store: &dyn StateStore,
         every: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        let mut rendered_at_ms = 0;
         loop {
-            match self.get(store).await {
+            match self.sync(store).await {
                 Ok(snap) => {
-                    let embed = listing_embed(Embed::default());
-                    for app in snap.apps.values() {
-                        snap.app_info_json(app, embed);
+                    let now = now_ms();
+                    let asked = self.asked_at_ms.load(Ordering::Relaxed);
+                    if now.saturating_sub(asked) <= RENDER_AHEAD_FOR.as_millis() as u64
+                        || now.saturating_sub(rendered_at_ms)
+                            >= IDLE_RENDER_EVERY.as_millis() as u64
+                    {
+                        rendered_at_ms = now;
+                        let embed = listing_embed(Embed::default());
+                        for app in snap.apps.values() {
+                            snap.app_info_json(app, embed);
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot bring the listings up to date"),

@@ -615,8 +615,12 @@ impl LeaderState {
         }
         // Instances the leader placed on this agent that the agent does not know are gone.
         let missing: Vec<InstanceId> = self
-            .instances
-            .values()
+            .idx
+            .by_agent
+            .get(&agent_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.instances.get(id))
             .filter(|i| {
                 i.agent_id() == Some(agent_id.as_str())
                     && i.condition.is_active()
@@ -804,7 +808,11 @@ impl LeaderState {
                 return fx;
             }
         }
-        self.put_instance(i, &mut fx);
+        // A status that changes nothing (an agent re-registering with its running tasks after a
+        // failover, a repeated report) is neither written nor indexed again.
+        if self.instances.get(&i.id) != Some(&i) {
+            self.put_instance(i, &mut fx);
+        }
         fx
     }
 
@@ -2260,6 +2268,7 @@ fn common_group<'a>(paths: impl Iterator<Item = &'a PathId>) -> PathId {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use stride_store::Op;
 
     pub(super) fn agent(id: &str) -> AgentInfo {
         AgentInfo {
@@ -2334,6 +2343,75 @@ pub(super) mod tests {
             .iter()
             .filter(|i| i.condition == Condition::Running)
             .count()
+    }
+
+    /// After a failover every agent re-registers with the tasks it runs: what the leader
+    /// already knows is neither written again nor re-indexed, and what the agent no longer
+    /// knows is found through the per-agent index and marked gone.
+    #[test]
+    fn a_re_registering_agent_rewrites_nothing_it_did_not_change() {
+        let mut now = Timestamp(1_000_000);
+        let mut s = LeaderState::new(Tuning::default(), now);
+        s.agent_registered(agent("a1"), 1, vec![], now);
+        s.deploy(
+            vec![Change::Create(
+                json!({"id": "/web", "cmd": "sleep 100", "cpus": 0.1, "mem": 32, "instances": 3}),
+            )],
+            false,
+            &Origin::default(),
+            BTreeMap::new(),
+            now,
+        )
+        .expect("deploys");
+        now = settle(&mut s, now);
+        assert_eq!(running_count(&s, "/web"), 3);
+        let reports: Vec<AgentStatus> = s
+            .app_instances(&PathId::parse("/web"))
+            .iter()
+            .map(|i| AgentStatus {
+                task_id: i.task_id(),
+                condition: i.condition,
+                terminal: false,
+                message: i.message.clone(),
+                reason: String::new(),
+                timestamp: now,
+                ports: i.host_ports.clone(),
+                ip_addresses: i.ip_addresses.clone(),
+                healthy: i.healthy,
+                exit_code: i.exit_code,
+            })
+            .collect();
+
+        let fx = s.agent_registered(agent("a1"), 2, reports.clone(), now);
+        s.check_index();
+        let written: Vec<&Op> = fx
+            .batch
+            .ops
+            .iter()
+            .filter(
+                |op| !matches!(op, Op::Put { collection, .. } if collection == collections::AGENTS),
+            )
+            .collect();
+        assert!(
+            written.is_empty(),
+            "nothing but the agent written: {written:?}"
+        );
+        assert_eq!(running_count(&s, "/web"), 3);
+
+        let fx = s.agent_registered(agent("a1"), 3, reports[1..].to_vec(), now);
+        s.check_index();
+        let gone = parse_task_id(&reports[0].task_id)
+            .expect("a task id")
+            .instance_id;
+        assert!(
+            fx.batch
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::Put { key, .. } if *key == gone.0)),
+            "the task the agent no longer knows is written as gone"
+        );
+        assert_ne!(s.instances[&gone].condition, Condition::Running);
+        assert_eq!(running_count(&s, "/web"), 2);
     }
 
     #[test]

@@ -683,10 +683,18 @@ async fn health_checking_follows_the_leader_across_a_failover() {
     let follower = 1 - leader;
 
     // A scheduler that does not lead refuses reports and names the leader.
-    let mut client =
-        HealthReportsClient::connect(format!("http://127.0.0.1:{}", c.scheduler_ports[follower]))
-            .await
-            .expect("connect");
+    // The follower may still be binding its port when the leader is already elected.
+    let follower_url = format!("http://127.0.0.1:{}", c.scheduler_ports[follower]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        match HealthReportsClient::connect(follower_url.clone()).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() > deadline => {
+                panic!("the follower did not listen within 20 s: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
     let refused = client
         .report(HealthReportBatch {
             replica_id: "x".into(),

@@ -49,15 +49,13 @@ async fn an_app_runs_scales_and_goes_away_on_real_agents() {
             (31000..33000).contains(&port),
             "port {port} from the agents' ranges"
         );
-        let served = c
-            .api
+        c.api
             .until(
                 Duration::from_secs(20),
                 "the task to serve HTTP",
                 |_| async move { serves_http(host, port).await.then_some(()) },
             )
             .await;
-        let _ = served;
     }
     let list = c.api.get("/v2/apps").await;
     assert_eq!(list.body["apps"][0]["tasksRunning"], 3);
