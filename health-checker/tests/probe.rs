@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tonic::{Request, Response, Status};
 
-/// Serves one canned answer to every connection (after `delay`), then closes.
-async fn canned(answer: &'static [u8], delay: Duration) -> u16 {
+/// Serves `answer` to every connection after `delay`, holds the connection open for `hold`,
+/// then closes it.
+async fn serve(answer: &'static [u8], delay: Duration, hold: Duration) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
@@ -32,11 +33,22 @@ async fn canned(answer: &'static [u8], delay: Duration) -> u16 {
                 let _ = s.read(&mut buf).await;
                 tokio::time::sleep(delay).await;
                 let _ = s.write_all(answer).await;
+                tokio::time::sleep(hold).await;
                 let _ = s.shutdown().await;
             });
         }
     });
     port
+}
+
+/// Serves one canned answer to every connection (after `delay`), then closes.
+async fn canned(answer: &'static [u8], delay: Duration) -> u16 {
+    serve(answer, delay, Duration::ZERO).await
+}
+
+/// Sends `head` at once, then holds the connection open for `hold` without finishing the body.
+async fn stalling(head: &'static [u8], hold: Duration) -> u16 {
+    serve(head, Duration::ZERO, hold).await
 }
 
 fn spec(probe: Probe) -> HealthSpec {
@@ -117,26 +129,6 @@ async fn http_verdicts_follow_marathon() {
         check(garbage, http(false, false)).await,
         Verdict::Unhealthy(_)
     ));
-}
-
-/// Sends `head` at once, then holds the connection open for `hold` without finishing the body.
-async fn stalling(head: &'static [u8], hold: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(head).await;
-                tokio::time::sleep(hold).await;
-            });
-        }
-    });
-    port
 }
 
 #[tokio::test]
