@@ -1,9 +1,10 @@
 //! # stride-agent
 //!
 //! The node agent. One runs per node: it dials the scheduler leader, offers the node's resources
-//! and attributes, and runs the tasks the leader launches there — processes under `/bin/sh -c`,
-//! each in a sandbox directory, a process group and (where the node allows) cgroups of its own,
-//! or Docker containers through the Engine API — reporting every change of their state back.
+//! and attributes, and runs the tasks the leader launches there — processes under `/bin/sh -c`
+//! (a command of plain words as the program itself, see `shellcmd`), each in a sandbox
+//! directory, a process group and (where the node allows) cgroups of its own, or Docker
+//! containers through the Engine API — reporting every change of their state back.
 //! Before a task starts its URIs are fetched into the sandbox and its persistent volumes made;
 //! its sandbox stays readable through the agent's own gRPC API (`AgentApi`), which also runs
 //! COMMAND health checks. Tasks outlive the agent: a restarted agent finds them again from its
@@ -48,6 +49,7 @@ mod metrics;
 mod node;
 mod process;
 mod session;
+mod shellcmd;
 mod state;
 mod supervisor;
 mod task;

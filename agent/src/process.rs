@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
 
+use crate::shellcmd;
 use crate::task::{LaunchSpec, TaskState};
 
 /// Who a task runs as, when not as the agent's own user.
@@ -89,11 +90,62 @@ impl Gate {
 /// The shell a gated task starts as: it waits for a line on stdin, then becomes the task.
 const GATE_SCRIPT: &str = r#"read -r _ || :; exec "$0" "$@""#;
 
+/// The shell an ungated plain command starts as: it becomes the program at once.
+const EXEC_SCRIPT: &str = r#"exec "$0" "$@""#;
+
+/// What a task's process becomes once it runs.
+#[derive(Debug, PartialEq)]
+enum Program<'a> {
+    /// `cmd`, run by `/bin/sh -c`.
+    Shell(&'a str),
+    /// `cmd` made of [`shellcmd::plain_words`] naming a program found on the task's `PATH`:
+    /// the shell the task starts as `exec`s the program in its place.
+    Plain(Vec<&'a str>),
+    /// Marathon's `args` without `cmd`: the argument vector itself.
+    Argv(&'a [String]),
+}
+
+impl<'a> Program<'a> {
+    /// How `spec` runs in `sandbox` with `PATH` set to `path`.
+    fn of(spec: &'a LaunchSpec, sandbox: &Path, path: Option<&str>) -> Result<Self, String> {
+        if let Some(words) = shellcmd::plain_words(&spec.cmd) {
+            // A program the agent does not find is left to the shell, which reports it as it
+            // always did.
+            if find_program(words[0], sandbox, path).is_ok() {
+                return Ok(Program::Plain(words));
+            }
+        }
+        if !spec.cmd.is_empty() {
+            Ok(Program::Shell(&spec.cmd))
+        } else if !spec.args.is_empty() {
+            Ok(Program::Argv(&spec.args))
+        } else {
+            Err("the task has neither cmd nor args".into())
+        }
+    }
+
+    /// The program to execute and its arguments.
+    fn argv(&self) -> (&'a str, Vec<&'a str>) {
+        match self {
+            Program::Shell(cmd) => ("/bin/sh", vec!["-c", cmd]),
+            Program::Plain(words) => (words[0], words[1..].to_vec()),
+            Program::Argv(args) => (
+                args[0].as_str(),
+                args[1..].iter().map(String::as_str).collect(),
+            ),
+        }
+    }
+}
+
 /// Starts the task's command in `sandbox` with exactly `env`.
 ///
 /// A `gated` task starts as a shell that waits for the agent (see [`Gate`]) before it `exec`s
 /// the task, so that the agent can put the process into its cgroups before the task runs
 /// anything (children forked before that would escape the limits). Same pid, same process group.
+///
+/// A plain command (see [`shellcmd`]) is `exec`'d by that shell, or, ungated, by a shell started
+/// for just that, rather than by `/bin/sh -c <cmd>`: the shell finds the program on `PATH` and
+/// passes the environment on as `/bin/sh -c` would, and the task's process is the program.
 pub(crate) fn spawn(
     spec: &LaunchSpec,
     sandbox: &Path,
@@ -101,31 +153,33 @@ pub(crate) fn spawn(
     run_as: Option<&RunAs>,
     gated: bool,
 ) -> Result<Spawned, String> {
-    let (program, args): (&str, Vec<&str>) = if !spec.cmd.is_empty() {
-        ("/bin/sh", vec!["-c", spec.cmd.as_str()])
-    } else if let Some((first, rest)) = spec.args.split_first() {
-        (first.as_str(), rest.iter().map(String::as_str).collect())
-    } else {
-        return Err("the task has neither cmd nor args".into());
-    };
-    if gated {
+    let path = env.get("PATH").map(String::as_str);
+    let task = Program::of(spec, sandbox, path)?;
+    let (program, args) = task.argv();
+    if gated && !matches!(task, Program::Plain(_)) {
         // Behind the gate a missing program would only show as exit status 127.
-        find_program(program, sandbox, env.get("PATH").map(String::as_str))
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        find_program(program, sandbox, path).map_err(|e| format!("cannot start {program}: {e}"))?;
     }
     let stdout = output_file(&sandbox.join("stdout"), run_as)?;
     let stderr = output_file(&sandbox.join("stderr"), run_as)?;
-    let mut command = if gated {
-        let mut c = tokio::process::Command::new("/bin/sh");
-        c.arg("-c").arg(GATE_SCRIPT).arg(program).args(&args);
-        c.stdin(Stdio::piped());
-        c
-    } else {
-        let mut c = tokio::process::Command::new(program);
-        c.args(&args);
-        c.stdin(Stdio::null());
-        c
+    let script = match task {
+        _ if gated => Some(GATE_SCRIPT),
+        Program::Plain(_) => Some(EXEC_SCRIPT),
+        Program::Shell(_) | Program::Argv(_) => None,
     };
+    let mut command = match script {
+        Some(script) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(script).arg(program).args(&args);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(&args);
+            c
+        }
+    };
+    command.stdin(if gated { Stdio::piped() } else { Stdio::null() });
     command
         .current_dir(sandbox)
         .env_clear()
@@ -335,6 +389,63 @@ mod tests {
         assert_eq!(signal_group(0, Signal::SIGCONT), Err(Errno::EINVAL));
         assert_eq!(signal_group(1, Signal::SIGCONT), Err(Errno::EINVAL));
         assert_eq!(signal_group(u32::MAX, Signal::SIGCONT), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn plain_commands_found_on_the_path_skip_the_shell() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let sandbox = dir.path();
+        std::fs::create_dir(sandbox.join("bin"))?;
+        for (name, mode) in [("bin/tool", 0o755), ("bin/data", 0o644)] {
+            std::fs::write(sandbox.join(name), "#!/bin/sh\n")?;
+            std::fs::set_permissions(sandbox.join(name), std::fs::Permissions::from_mode(mode))?;
+        }
+        let absolute = sandbox.join("bin/tool").display().to_string();
+        let spec_of = |cmd: &str| LaunchSpec {
+            cmd: cmd.into(),
+            ..LaunchSpec::default()
+        };
+        let path = Some("/nonexistent:bin:/usr/bin:/bin");
+        for (cmd, want) in [
+            ("sleep 1000", Some(vec!["sleep", "1000"])),
+            ("tool -v", Some(vec!["tool", "-v"])),
+            ("bin/tool", Some(vec!["bin/tool"])),
+            ("./bin/tool a", Some(vec!["./bin/tool", "a"])),
+            (absolute.as_str(), Some(vec![absolute.as_str()])),
+            // Missing or not executable: the shell reports it, as before.
+            ("no-such-program-stride", None),
+            ("data", None),
+            ("bin/data", None),
+            ("/nonexistent/tool", None),
+            ("sleep 1000 && true", None),
+            ("sleep $SECONDS", None),
+            ("echo hi", None),
+        ] {
+            let spec = spec_of(cmd);
+            let got = Program::of(&spec, sandbox, path).map_err(anyhow::Error::msg)?;
+            let expected = match want {
+                Some(words) => Program::Plain(words),
+                None => Program::Shell(cmd),
+            };
+            assert_eq!(got, expected, "{cmd:?}");
+        }
+        let spec = spec_of("sleep 1");
+        assert_eq!(
+            Program::of(&spec, sandbox, None),
+            Ok(Program::Shell("sleep 1")),
+            "without PATH"
+        );
+        let args = LaunchSpec {
+            args: vec!["/bin/echo".into(), "hi".into()],
+            ..LaunchSpec::default()
+        };
+        assert_eq!(
+            Program::of(&args, sandbox, path).map(|p| p.argv()),
+            Ok(("/bin/echo", vec!["hi"]))
+        );
+        assert!(Program::of(&LaunchSpec::default(), sandbox, path).is_err());
+        Ok(())
     }
 
     #[test]

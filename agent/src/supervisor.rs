@@ -1214,7 +1214,9 @@ async fn prepare(
         // A container's user is the container's business (`--user`).
         Plan::Docker(_) => None,
     };
-    tokio::fs::create_dir_all(&sandbox).await.map_err(|e| {
+    // Synchronously, like the rest of a process task's start: one mkdir, where `tokio::fs` would
+    // hand every launch of a burst to the blocking pool, which grows by a thread for each.
+    std::fs::create_dir_all(&sandbox).map_err(|e| {
         Failure::launch(format!(
             "cannot create the sandbox {}: {e}",
             sandbox.display()

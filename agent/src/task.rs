@@ -23,7 +23,8 @@ pub(crate) struct LaunchSpec {
     pub task_id: String,
     pub app_id: String,
     pub app_version: String,
-    /// Shell command, run with `/bin/sh -c`; empty when `args` is the argv.
+    /// Shell command, run with `/bin/sh -c` (plain words as the program itself, see `shellcmd`);
+    /// empty when `args` is the argv.
     pub cmd: String,
     pub args: Vec<String>,
     /// The app's variables (and its label variables), in the order given.

@@ -208,6 +208,126 @@ async fn kill_escalates_to_sigkill_after_the_grace_period() -> anyhow::Result<()
     c.agent.stop().await
 }
 
+/// The command line of a process, word by word.
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_runs_as_the_tasks_process_and_a_shell_command_under_the_shell(
+) -> anyhow::Result<()> {
+    plain_and_shell_commands(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cgroups_too_a_plain_command_runs_as_the_tasks_process() -> anyhow::Result<()> {
+    plain_and_shell_commands(false).await
+}
+
+/// Plain and shell commands on an agent that confines tasks with cgroups where it can (which
+/// starts every task behind its gate) or never does.
+async fn plain_and_shell_commands(cgroups: bool) -> anyhow::Result<()> {
+    let work = WorkDir::new()?;
+    let mut scheduler = FakeScheduler::start().await?;
+    let mut config = work.config(vec![scheduler.url()]);
+    config.cgroups = cgroups;
+    let agent = RunningAgent::start(config);
+    let mut session = scheduler.session().await;
+    let register = session.register().await;
+    session.registered(&register.agent_id, 1, 1000);
+    let mut c = Connected {
+        work,
+        scheduler,
+        agent,
+        session,
+        register,
+    };
+    c.session.command(launch(vec![
+        shell_task("plain", "sleep  1000"),
+        shell_task("and", "sleep 1000 && true"),
+        shell_task("variable", "echo $MESOS_TASK_ID"),
+        shell_task("missing", "no-such-program-stride 1"),
+    ]));
+
+    c.session.status("plain", TaskState::TaskRunning).await;
+    let plain = c.work.pid("plain")?;
+    eventually("the task's process is sleep itself", || {
+        cmdline(plain) == ["sleep", "1000"]
+    })
+    .await;
+    assert_eq!(group_members(plain), vec![plain], "no shell around it");
+
+    c.session.status("and", TaskState::TaskRunning).await;
+    let and = c.work.pid("and")?;
+    eventually("a shell runs the sleep", || {
+        cmdline(and) == ["/bin/sh", "-c", "sleep 1000 && true"] && group_members(and).len() == 2
+    })
+    .await;
+
+    c.session.status("variable", TaskState::TaskFinished).await;
+    assert_eq!(
+        std::fs::read_to_string(c.work.sandbox("variable").join("stdout"))?,
+        "variable\n"
+    );
+    // As before: the shell reports a program it does not find.
+    let missing = c.session.status("missing", TaskState::TaskFailed).await;
+    assert_eq!(missing.exit_code, Some(127));
+    let stderr = std::fs::read_to_string(c.work.sandbox("missing").join("stderr"))?;
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    c.session.command(kill("plain", 1000));
+    let killed = c.session.status("plain", TaskState::TaskKilled).await;
+    assert_eq!(killed.message, "Command terminated with signal SIGTERM");
+    c.session.command(kill("and", 1000));
+    c.session.status("and", TaskState::TaskKilled).await;
+    eventually("nothing of either task is left", || {
+        group_members(plain).is_empty() && group_members(and).is_empty()
+    })
+    .await;
+    c.agent.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_gets_the_grace_period_to_end_by_itself() -> anyhow::Result<()> {
+    let mut c = connected().await?;
+    let script = c.work.path().join("graceful");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ntrap 'sleep 0.3; echo cleaned up; exit 7' TERM\nsleep 1000 & wait\n",
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let id = "graceful";
+    c.session
+        .command(launch(vec![shell_task(id, &script.display().to_string())]));
+    c.session.status(id, TaskState::TaskRunning).await;
+    let pid = c.work.pid(id)?;
+    eventually("the script and its sleep run", || {
+        group_members(pid).len() == 2
+    })
+    .await;
+
+    c.session.command(kill(id, 5000));
+    let killed = c.session.status(id, TaskState::TaskKilled).await;
+    assert_eq!(
+        (killed.message.as_str(), killed.exit_code),
+        ("Command exited with status 7", Some(7)),
+        "the script itself got the SIGTERM and ended as it chose"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.work.sandbox(id).join("stdout"))?,
+        "cleaned up\n"
+    );
+    c.agent.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_from_an_older_epoch_are_refused() -> anyhow::Result<()> {
     let work = WorkDir::new()?;

@@ -15,7 +15,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,58 +32,97 @@ const READ_BLOCK: Duration = Duration::from_secs(5);
 /// Pause after a failed store read.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// An event ready to write to SSE clients.
-#[derive(Clone, Debug, PartialEq)]
+/// An event ready to write to SSE clients. A stored event is parsed only when a client first
+/// needs it, so that events nobody is listening to cost the gateway no JSON work.
+#[derive(Debug)]
 pub(crate) struct SseEvent {
     /// Stream id; `None` for events synthesized for one client (`event_stream_attached`).
     pub id: Option<String>,
-    pub event_type: String,
+    body: Bytes,
+    parsed: OnceLock<Option<Parsed>>,
+}
+
+#[derive(Debug)]
+struct Parsed {
+    event_type: String,
     /// Single-line JSON.
-    pub data: String,
+    data: String,
     /// The apps and groups the event concerns (none for events about the cluster), found once
     /// here so that each SSE client filters by its view scope without parsing the event.
-    pub subjects: Vec<stride_core::PathId>,
+    subjects: Vec<stride_core::PathId>,
+}
+
+impl Parsed {
+    fn of(value: &Value) -> Option<Self> {
+        Some(Self {
+            event_type: value.get("eventType")?.as_str()?.to_string(),
+            subjects: crate::auth::policy::event_subjects(value),
+            data: value.to_string(),
+        })
+    }
 }
 
 impl SseEvent {
-    /// Parses a stored event; `None` when the body is not a JSON object with `eventType`.
-    pub fn from_stored(e: &StoredEvent) -> Option<Self> {
-        let value: Value = serde_json::from_slice(&e.body).ok()?;
-        let event_type = value.get("eventType")?.as_str()?.to_string();
-        Some(Self {
+    /// A stored event, parsed when first needed.
+    pub fn from_stored(e: &StoredEvent) -> Self {
+        Self {
             id: Some(e.id.clone()),
-            event_type,
-            subjects: crate::auth::policy::event_subjects(&value),
-            data: value.to_string(),
-        })
+            body: e.body.clone(),
+            parsed: OnceLock::new(),
+        }
     }
 
     /// A local event for one client, never stored.
     pub fn local(body: &Value) -> Self {
         Self {
             id: None,
-            event_type: body
-                .get("eventType")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            subjects: crate::auth::policy::event_subjects(body),
-            data: body.to_string(),
+            body: Bytes::new(),
+            parsed: OnceLock::from(Parsed::of(body)),
         }
     }
 
-    /// The SSE frame, with CRLF line ends as Marathon's Jetty writes them.
+    /// `None` when the body is not a JSON object with `eventType`: such an event is sent to
+    /// nobody.
+    fn parsed(&self) -> Option<&Parsed> {
+        self.parsed
+            .get_or_init(|| {
+                let parsed = serde_json::from_slice::<Value>(&self.body)
+                    .ok()
+                    .and_then(|v| Parsed::of(&v));
+                if parsed.is_none() {
+                    tracing::warn!(id = ?self.id, "skipping a stored event that is not a JSON object with eventType");
+                }
+                parsed
+            })
+            .as_ref()
+    }
+
+    /// Whether a client that takes `wanted_type` events and sees `sees` subjects gets this one.
+    pub fn wanted(
+        &self,
+        wanted_type: impl Fn(&str) -> bool,
+        sees: impl Fn(&[stride_core::PathId]) -> bool,
+    ) -> bool {
+        self.parsed()
+            .is_some_and(|p| wanted_type(&p.event_type) && sees(&p.subjects))
+    }
+
+    /// The SSE frame, with CRLF line ends as Marathon's Jetty writes them; empty for an event
+    /// that is not a JSON object with `eventType`.
     pub fn frame(&self) -> Bytes {
-        let mut s = String::with_capacity(self.data.len() + 64);
+        let Some(p) = self.parsed() else {
+            return Bytes::new();
+        };
+        let mut s = String::with_capacity(p.data.len() + 64);
         if let Some(id) = &self.id {
             s.push_str("id: ");
             s.push_str(id);
             s.push_str("\r\n");
         }
         s.push_str("event: ");
-        s.push_str(&self.event_type);
+        s.push_str(&p.event_type);
         s.push_str("\r\ndata: ");
-        s.push_str(&self.data);
+        s.push_str(&p.data);
         s.push_str("\r\n\r\n");
         Bytes::from(s)
     }
@@ -173,11 +212,7 @@ impl EventHub {
     fn publish(&self, events: &[StoredEvent]) {
         let mut state = self.state.lock();
         for stored in events {
-            let Some(event) = SseEvent::from_stored(stored) else {
-                tracing::warn!(id = %stored.id, "skipping a stored event that is not a JSON object with eventType");
-                continue;
-            };
-            let event = Arc::new(event);
+            let event = Arc::new(SseEvent::from_stored(stored));
             if state.recent.len() == self.capacity {
                 if let Some(dropped) = state.recent.pop_front() {
                     state.covered_after = dropped.id.clone();
@@ -263,9 +298,7 @@ pub(crate) async fn read_backlog(
             if until.is_some_and(|u| event_id_cmp(&e.id, u).is_gt()) {
                 return Ok(out);
             }
-            if let Some(ev) = SseEvent::from_stored(e) {
-                out.push(ev);
-            }
+            out.push(SseEvent::from_stored(e));
         }
         if !full || until.is_some_and(|u| event_id_cmp(&cursor, u).is_ge()) {
             break;
@@ -289,15 +322,17 @@ mod tests {
 
     #[test]
     fn frames_use_crlf_and_carry_the_id() {
-        let e = SseEvent::from_stored(&stored("5-0", "deployment_info")).expect("valid");
+        let e = SseEvent::from_stored(&stored("5-0", "deployment_info"));
         let text = String::from_utf8(e.frame().to_vec()).expect("utf8");
         assert!(text.starts_with("id: 5-0\r\nevent: deployment_info\r\ndata: {"));
         assert!(text.ends_with("}\r\n\r\n"));
-        assert!(SseEvent::from_stored(&StoredEvent {
+        assert!(e.wanted(|t| t == "deployment_info", |_| true));
+        let nope = SseEvent::from_stored(&StoredEvent {
             id: "1-0".into(),
-            body: Bytes::from_static(b"nope")
-        })
-        .is_none());
+            body: Bytes::from_static(b"nope"),
+        });
+        assert!(!nope.wanted(|_| true, |_| true));
+        assert!(nope.frame().is_empty());
     }
 
     #[test]

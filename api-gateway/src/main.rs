@@ -138,6 +138,11 @@ fn run_command(command: Command) -> ExitCode {
     }
 }
 
+/// The leader and the gateway allocate and free small objects by the million (instances,
+/// events, JSON); mimalloc does that with far less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(command) = args.command.take() {

@@ -494,6 +494,9 @@ pub struct SnapshotCache {
     loading: AtomicBool,
     /// When a request last asked for the snapshot, in milliseconds since the Unix epoch.
     asked_at_ms: AtomicU64,
+    /// Syncs that read everything again because the change feed no longer reached back to
+    /// the kept snapshot, so far.
+    fell_behind: AtomicU64,
 }
 
 /// For this long after a request last asked for the snapshot, [`SnapshotCache::keep_current`]
@@ -503,6 +506,14 @@ pub struct SnapshotCache {
 /// apps rendered.
 const RENDER_AHEAD_FOR: Duration = Duration::from_secs(60);
 const IDLE_RENDER_EVERY: Duration = Duration::from_secs(5);
+
+/// While no request has asked for the snapshot for [`RENDER_AHEAD_FOR`], the keeper syncs only
+/// this often: an instance that changes several times in between (scheduled, staging,
+/// running) is read once, and a gateway nobody asks spends little following the store. The
+/// change feed's ~1,000 commits last far longer than this at any rate the leader commits; a
+/// sync that found the feed no longer reached (and read everything) brings back the short
+/// interval.
+const IDLE_SYNC_EVERY: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -550,6 +561,9 @@ impl SnapshotCache {
             *kept = None;
             return Ok(Arc::new(Snapshot::load(store).await?.0));
         };
+        if kept.is_some() {
+            self.fell_behind.fetch_add(1, Ordering::Relaxed);
+        }
         self.loading.store(true, Ordering::SeqCst);
         // What is read may already include later commits; the next sync reads them again.
         let loaded = Snapshot::load(store).await;
@@ -574,10 +588,10 @@ impl SnapshotCache {
         self.get(store).await.map(Some)
     }
 
-    /// Keeps the snapshot current, syncing every `every`, and the plain listing
-    /// (`GET /v2/apps`) rendered (at every sync while requests ask for listings, less often
-    /// when none do: [`RENDER_AHEAD_FOR`]), so that requests find little to do. Ends when `stop`
-    /// flips.
+    /// Keeps the snapshot current, syncing every `every` while requests ask for it (every
+    /// [`IDLE_SYNC_EVERY`] when none have for [`RENDER_AHEAD_FOR`]), and the plain listing
+    /// (`GET /v2/apps`) rendered (at every sync while requests ask, less often when none do),
+    /// so that requests find little to do. Ends when `stop` flips.
     pub async fn keep_current(
         &self,
         store: &dyn StateStore,
@@ -585,11 +599,29 @@ impl SnapshotCache {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut rendered_at_ms = 0;
+        let mut synced_at_ms = 0;
+        let mut fell_behind_at_ms = 0;
         loop {
-            match self.sync(store).await {
+            let now = now_ms();
+            let asked = self.asked_at_ms.load(Ordering::Relaxed);
+            let wanted = now.saturating_sub(asked) <= RENDER_AHEAD_FOR.as_millis() as u64
+                || now.saturating_sub(fell_behind_at_ms) <= RENDER_AHEAD_FOR.as_millis() as u64;
+            if !wanted && now.saturating_sub(synced_at_ms) < IDLE_SYNC_EVERY.as_millis() as u64 {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            synced_at_ms = now;
+            let fell_behind = self.fell_behind.load(Ordering::Relaxed);
+            let synced = self.sync(store).await;
+            if self.fell_behind.load(Ordering::Relaxed) != fell_behind {
+                fell_behind_at_ms = now_ms();
+            }
+            match synced {
                 Ok(snap) => {
                     let now = now_ms();
-                    let asked = self.asked_at_ms.load(Ordering::Relaxed);
                     if now.saturating_sub(asked) <= RENDER_AHEAD_FOR.as_millis() as u64
                         || now.saturating_sub(rendered_at_ms)
                             >= IDLE_RENDER_EVERY.as_millis() as u64

@@ -1,15 +1,17 @@
 //! Times single calls of the leader's hot functions in-process, without a stack: offer
-//! matching of one app × 100 over a fleet (with and without UNIQUE + GROUP_BY), and one
-//! `LeaderState::deploy` beside 1,000 and 10,000 apps.
+//! matching of one app × 100 over a fleet (with and without UNIQUE + GROUP_BY), one
+//! `LeaderState::deploy` beside 1,000 and 10,000 apps, and what one `POST /v2/apps` of a
+//! single instance costs the leader beside 10,000 apps on the fleet (the deploy, then the
+//! reconcile pass that launches it).
 //!
 //!     cargo run --release -p stride-bench --example micro -- [agents, default 1000]
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use stride_core::instance::InstanceId;
+use stride_core::instance::{Condition, Instance, InstanceId, Placement};
 use stride_core::matching::{match_offers, Offer, Pending};
 use stride_core::{PathId, Timestamp};
-use stride_scheduler::state::{Change, LeaderState, Origin};
+use stride_scheduler::state::{AgentInfo, Change, LeaderState, Origin};
 
 fn offers(n: usize) -> Vec<Offer> {
     (0..n)
@@ -85,4 +87,80 @@ fn main() {
             times[times.len() - 1]
         );
     }
+    post_beside(10_000, agents);
+}
+
+/// One app of one instance posted beside `existing` apps (100 to a group) on `agents`
+/// connected agents: the deploy, then the reconcile pass that places and launches it.
+fn post_beside(existing: usize, agents: usize) {
+    let now = Timestamp::now();
+    let mut s = LeaderState::new(Default::default(), now);
+    for (n, o) in offers(agents).into_iter().enumerate() {
+        let info = AgentInfo {
+            agent_id: o.agent_id,
+            hostname: o.hostname,
+            cpus: o.cpus,
+            mem: o.mem,
+            disk: o.disk,
+            gpus: o.gpus,
+            ports: o.ports,
+            attributes: o.attributes,
+            region: None,
+            zone: None,
+            api_address: String::new(),
+        };
+        s.agent_registered(info, n as u64, Vec::new(), now);
+    }
+    // Ten running instances each, spread over the agents, each on a host port of its own.
+    let fleet = offers(agents);
+    for i in 0..existing {
+        let mut a = app(&format!("/bench/g-{:03}/app-{i:05}", i / 100), 10, false);
+        a.version = Some(Timestamp(1_700_000_000_000 + i as i64));
+        let mut instances = Vec::new();
+        for k in 0..10 {
+            let n = i * 10 + k;
+            let o = &fleet[n % agents];
+            let mut inst = Instance::scheduled(&a.id, a.config_version(), now);
+            inst.condition = Condition::Running;
+            inst.incarnation = 1;
+            inst.host_ports = vec![31000 + (n / agents) as u32];
+            inst.placement = Some(Placement {
+                agent_id: o.agent_id.clone(),
+                hostname: o.hostname.clone(),
+                attributes: o.attributes.clone(),
+            });
+            instances.push(inst);
+        }
+        s.load_app(a, vec![]);
+        instances.into_iter().for_each(|i| s.load_instance(i));
+    }
+    let (mut deploys, mut passes) = (Vec::new(), Vec::new());
+    for k in 0..50 {
+        let v = serde_json::json!({"id": format!("/api/extra-{k:04}"), "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 1, "portDefinitions": []});
+        let t = Instant::now();
+        if let Err(e) = s.deploy(
+            vec![Change::Create(v)],
+            false,
+            &Origin::default(),
+            BTreeMap::new(),
+            Timestamp::now(),
+        ) {
+            println!("deploy failed: {e:?}");
+            return;
+        }
+        deploys.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        s.reconcile(Timestamp::now());
+        passes.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for v in [&mut deploys, &mut passes] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "POST of one instance beside {existing} apps on {agents} agents: deploy median {:.2} ms, the pass that launches it median {:.2} ms (max {:.2} / {:.2} ms)",
+        deploys[deploys.len() / 2],
+        passes[passes.len() / 2],
+        deploys[deploys.len() - 1],
+        passes[passes.len() - 1]
+    );
 }

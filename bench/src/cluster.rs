@@ -270,16 +270,7 @@ impl Stack {
             procs.push(Proc::spawn(
                 &format!("scheduler-{i}"),
                 &bins.path("stride-scheduler")?,
-                &[
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--advertise".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--redis".into(),
-                    redis.url(),
-                    "--id".into(),
-                    format!("scheduler-{i}"),
-                ],
+                &scheduler_args(i, *port, &redis.url()),
                 dir.path(),
             )?);
             // The first one started leads; the others stand by.
@@ -337,6 +328,26 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(stack)
+    }
+
+    /// Starts scheduler `i` again (after [`Proc::kill9`]), on the same port and with the same
+    /// id, with `extra` flags; its log is `scheduler-<i>-<log_suffix>.log`.
+    pub fn restart_scheduler(
+        &mut self,
+        bins: &Binaries,
+        i: usize,
+        extra: &[&str],
+        log_suffix: &str,
+    ) -> anyhow::Result<()> {
+        let mut args = scheduler_args(i, self.scheduler_ports[i], &self.redis.url());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.schedulers[i] = Proc::spawn(
+            &format!("scheduler-{i}-{log_suffix}"),
+            &bins.path("stride-scheduler")?,
+            &args,
+            self.dir.path(),
+        )?;
+        Ok(())
     }
 
     /// The schedulers' gRPC URLs, as agents are given them.
@@ -520,17 +531,76 @@ pub fn redis_benchmark(port: u16) -> anyhow::Result<f64> {
         .with_context(|| format!("unexpected redis-benchmark output: {text}"))
 }
 
-/// The `took_ms` of the last `state loaded` line in a scheduler log.
-pub fn state_loaded_ms(log: &str) -> Option<f64> {
-    strip_ansi(log)
-        .lines()
-        .filter(|l| l.contains("state loaded"))
-        .filter_map(|l| {
-            let at = l.find("took_ms=")? + "took_ms=".len();
-            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
+/// Flags of scheduler `i` of a stack.
+fn scheduler_args(i: usize, port: u16, redis_url: &str) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--advertise".into(),
+        format!("127.0.0.1:{port}"),
+        "--redis".into(),
+        redis_url.to_string(),
+        "--id".into(),
+        format!("scheduler-{i}"),
+    ]
+}
+
+/// What a new leader's `state loaded` line says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateLoaded {
+    /// `mirror-ahead` (built from the standby's mirror before the election), `mirror` (built
+    /// from it caught up after) or `store` (everything read).
+    pub from: String,
+    /// Election to a built state.
+    pub took_ms: f64,
+    /// The catch-up of the mirror, or reading everything.
+    pub read_ms: f64,
+    /// Building the leader state from what was read.
+    pub build_ms: f64,
+    /// Building it ahead, before the election (`mirror-ahead`).
+    pub built_ahead_ms: f64,
+}
+
+/// The last `state loaded` line in a scheduler log.
+pub fn state_loaded(log: &str) -> Option<StateLoaded> {
+    let text = strip_ansi(log);
+    let line = text.lines().rfind(|l| l.contains("state loaded"))?;
+    let number = |name: &str| -> Option<f64> {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let from = line
+        .find("from=")
+        .map(|at| {
+            line[at + "from=".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect()
         })
-        .next_back()
+        .unwrap_or_else(|| "store".to_string());
+    Some(StateLoaded {
+        from,
+        took_ms: number("took_ms")?,
+        read_ms: number("read_ms").unwrap_or(f64::NAN),
+        build_ms: number("build_ms").unwrap_or(f64::NAN),
+        built_ahead_ms: number("built_ahead_ms").unwrap_or(f64::NAN),
+    })
+}
+
+/// The `took_ms` of the last line of a standby's mirror read from the store, if any.
+pub fn mirror_read_ms(log: &str) -> Option<f64> {
+    let text = strip_ansi(log);
+    let line = text.lines().rfind(|l| l.contains("standby mirror read"))?;
+    let at = line.find("took_ms=")? + "took_ms=".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Text without ANSI colour sequences (the services colour their logs by default).

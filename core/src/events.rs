@@ -1,11 +1,12 @@
 //! Marathon's event bus payloads (reference §9.2). Each event is a JSON object with
 //! `eventType` and `timestamp`; the constructors here are the one place their shapes are written.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
 use crate::deployment::DeploymentPlan;
-use crate::instance::Instance;
+use crate::instance::{Goal, Instance};
 use crate::path::PathId;
 use crate::time::Timestamp;
 
@@ -30,6 +31,15 @@ impl Event {
         }
     }
 
+    /// An event whose body is `fields` as they serialise, `eventType` and `timestamp` among
+    /// them.
+    fn of(event_type: &'static str, fields: &impl Serialize) -> Self {
+        Self {
+            event_type,
+            body: serde_json::to_value(fields).unwrap_or_default(),
+        }
+    }
+
     /// The app ids the event concerns, for filtering by permission.
     pub fn app_id(&self) -> Option<&str> {
         ["appId", "runSpecId"]
@@ -50,39 +60,104 @@ pub fn api_post(at: Timestamp, client_ip: &str, uri: &str, app: &App) -> Event {
     )
 }
 
+/// `status_update_event`: the shape [`status_update`] and [`status_update_json`] share.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusUpdate<'a> {
+    slave_id: &'a str,
+    task_id: String,
+    task_status: &'static str,
+    message: &'a str,
+    app_id: &'a PathId,
+    host: &'a str,
+    ip_addresses: Vec<IpAddress<'a>>,
+    ports: &'a [u32],
+    version: Timestamp,
+    event_type: &'static str,
+    timestamp: Timestamp,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IpAddress<'a> {
+    ip_address: &'a str,
+    protocol: &'static str,
+}
+
+impl<'a> StatusUpdate<'a> {
+    fn of(at: Timestamp, inst: &'a Instance) -> Self {
+        Self {
+            slave_id: inst.agent_id().unwrap_or(""),
+            task_id: inst.task_id(),
+            task_status: inst.condition.mesos_state(),
+            message: &inst.message,
+            app_id: &inst.app_id,
+            host: inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
+            ip_addresses: inst
+                .ip_addresses
+                .iter()
+                .map(|ip| IpAddress {
+                    ip_address: ip,
+                    protocol: "IPv4",
+                })
+                .collect(),
+            ports: &inst.host_ports,
+            version: inst.app_version,
+            event_type: "status_update_event",
+            timestamp: at,
+        }
+    }
+}
+
 pub fn status_update(at: Timestamp, inst: &Instance) -> Event {
-    Event::new(
-        "status_update_event",
-        at,
-        json!({
-            "slaveId": inst.agent_id().unwrap_or(""),
-            "taskId": inst.task_id(),
-            "taskStatus": inst.condition.mesos_state(),
-            "message": inst.message,
-            "appId": inst.app_id.to_string(),
-            "host": inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
-            "ipAddresses": inst.ip_addresses.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
-            "ports": inst.host_ports,
-            "version": inst.app_version,
-        }),
-    )
+    Event::of("status_update_event", &StatusUpdate::of(at, inst))
+}
+
+/// [`status_update`] as published, written straight from the instance: the leader publishes
+/// one for every task status.
+pub fn status_update_json(at: Timestamp, inst: &Instance) -> String {
+    serde_json::to_string(&StatusUpdate::of(at, inst)).unwrap_or_default()
+}
+
+/// `instance_changed_event`: the shape [`instance_changed`] and [`instance_changed_json`] share.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceChanged<'a> {
+    instance_id: &'a str,
+    condition: &'static str,
+    run_spec_id: &'a PathId,
+    agent_id: &'a str,
+    host: &'a str,
+    run_spec_version: Timestamp,
+    timestamp: Timestamp,
+    goal: Goal,
+    event_type: &'static str,
+}
+
+impl<'a> InstanceChanged<'a> {
+    fn of(at: Timestamp, inst: &'a Instance) -> Self {
+        Self {
+            instance_id: &inst.id.0,
+            condition: inst.condition.name(),
+            run_spec_id: &inst.app_id,
+            agent_id: inst.agent_id().unwrap_or(""),
+            host: inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
+            run_spec_version: inst.app_version,
+            timestamp: at,
+            goal: inst.goal,
+            event_type: "instance_changed_event",
+        }
+    }
 }
 
 pub fn instance_changed(at: Timestamp, inst: &Instance) -> Event {
-    Event::new(
-        "instance_changed_event",
-        at,
-        json!({
-            "instanceId": inst.id.0,
-            "condition": inst.condition.name(),
-            "runSpecId": inst.app_id.to_string(),
-            "agentId": inst.agent_id().unwrap_or(""),
-            "host": inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
-            "runSpecVersion": inst.app_version,
-            "timestamp": at,
-            "goal": format!("{:?}", inst.goal),
-        }),
-    )
+    Event::of("instance_changed_event", &InstanceChanged::of(at, inst))
+}
+
+/// [`instance_changed`] as published, written straight from the instance: the leader
+/// publishes one for every change of every instance.
+pub fn instance_changed_json(at: Timestamp, inst: &Instance) -> String {
+    serde_json::to_string(&InstanceChanged::of(at, inst)).unwrap_or_default()
 }
 
 pub fn instance_health_changed(at: Timestamp, inst: &Instance) -> Event {
@@ -259,4 +334,73 @@ pub fn unhealthy_instance_kill(at: Timestamp, inst: &Instance, reason: &str) -> 
             "slaveId": inst.agent_id(),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::{Condition, Placement};
+
+    fn instances() -> Vec<Instance> {
+        let app = PathId::parse("/prod/web");
+        let now = Timestamp(1_763_700_000_123);
+        let scheduled = Instance::scheduled(&app, now, now);
+        let mut running = Instance::scheduled(&app, now, now);
+        running.incarnation = 2;
+        running.condition = Condition::Running;
+        running.goal = Goal::Decommissioned;
+        running.message = "it said \"hi\"\n".into();
+        running.host_ports = vec![31000, 31001];
+        running.ip_addresses = vec!["10.0.0.7".into(), "fd00::7".into()];
+        running.placement = Some(Placement {
+            agent_id: "agent-1".into(),
+            hostname: "node-1.example".into(),
+            attributes: vec![("rack_id".into(), "r1".into())],
+        });
+        vec![scheduled, running]
+    }
+
+    #[test]
+    fn instance_events_read_as_marathon_writes_them() {
+        let at = Timestamp(1_763_700_001_456);
+        for inst in instances() {
+            let changed = json!({
+                "instanceId": inst.id.0,
+                "condition": inst.condition.name(),
+                "runSpecId": inst.app_id.to_string(),
+                "agentId": inst.agent_id().unwrap_or(""),
+                "host": inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
+                "runSpecVersion": inst.app_version,
+                "timestamp": at.to_string(),
+                "goal": format!("{:?}", inst.goal),
+                "eventType": "instance_changed_event",
+            })
+            .to_string();
+            assert_eq!(instance_changed(at, &inst).to_json_string(), changed);
+            assert_eq!(instance_changed_json(at, &inst), changed);
+
+            let status = json!({
+                "slaveId": inst.agent_id().unwrap_or(""),
+                "taskId": inst.task_id(),
+                "taskStatus": inst.condition.mesos_state(),
+                "message": inst.message,
+                "appId": inst.app_id.to_string(),
+                "host": inst.placement.as_ref().map_or("", |p| p.hostname.as_str()),
+                "ipAddresses": inst.ip_addresses.iter()
+                    .map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"}))
+                    .collect::<Vec<_>>(),
+                "ports": inst.host_ports,
+                "version": inst.app_version,
+                "eventType": "status_update_event",
+                "timestamp": at.to_string(),
+            })
+            .to_string();
+            assert_eq!(status_update(at, &inst).to_json_string(), status);
+            assert_eq!(status_update_json(at, &inst), status);
+            assert_eq!(
+                instance_changed(at, &inst).app_id(),
+                Some(inst.app_id.to_string().as_str())
+            );
+        }
+    }
 }

@@ -58,6 +58,32 @@ fn task_id_patterns() -> &'static [Regex; 4] {
     })
 }
 
+/// The current format as the leader writes it (`<safePath>.instance-<uuid>._app.<n>`) without
+/// the patterns: what the first of them finds, or `None` to leave it to them. A new leader
+/// parses every task of every agent that registers again.
+fn parse_current(raw: &str) -> Option<ParsedTaskId> {
+    // The first pattern's greedy `(.+)` ends at the last marker after which the rest matches;
+    // the rest has no `.` before its final `.<n>` but one, so the last marker is the one.
+    let at = [".instance-", ".marathon-"]
+        .iter()
+        .filter_map(|m| raw.rfind(m))
+        .max()
+        .filter(|at| *at > 0)?;
+    let safe = &raw[..at];
+    let (marker, rest) = raw[at + 1..].split_at("instance-".len());
+    let (uuid, rest) = rest.split_at(rest.find(['.', '_'])?);
+    let (middle, n) = rest[1..].split_once('.')?;
+    let plain = !uuid.is_empty()
+        && !middle.is_empty()
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| ParsedTaskId {
+        app_id: PathId::from_safe_path(safe),
+        instance_id: InstanceId(format!("{safe}.{marker}{uuid}")),
+        incarnation: n.parse().ok(),
+    })
+}
+
 /// A parsed task id: the instance it belongs to and, where the format has one, its incarnation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedTaskId {
@@ -68,6 +94,9 @@ pub struct ParsedTaskId {
 
 /// Parses any of Marathon's task id formats (current and legacy).
 pub fn parse_task_id(raw: &str) -> Option<ParsedTaskId> {
+    if let Some(parsed) = parse_current(raw) {
+        return Some(parsed);
+    }
     let [current, current_no_attempt, legacy_attempt, legacy] = task_id_patterns();
     if let Some(c) = current.captures(raw) {
         let instance = format!("{}.{}{}", &c[1], &c[2], &c[3]);
@@ -367,6 +396,41 @@ mod tests {
         assert_eq!(parsed.app_id, app);
         assert_eq!(parsed.incarnation, Some(3));
         assert_eq!(inst.app_id(), app);
+    }
+
+    #[test]
+    fn the_current_format_parses_as_the_patterns_parse_it() {
+        let uuid = "e8456182-88b1-42fc-b818-2de53254f7f1";
+        let ids = [
+            format!("prod_web.instance-{uuid}._app.1"),
+            format!("prod_web.instance-{uuid}._app.4294967296"),
+            format!("a.instance-{uuid}._app.12"),
+            format!("a.b.marathon-{uuid}.x_y.3"),
+            format!("a.instance-x.instance-{uuid}._app.2"),
+            format!("a.instance-{uuid}.b.instance-{uuid}._app.2"),
+            format!("a.instance-{uuid}._app.2.3"),
+            format!("a.instance-{uuid}._app."),
+            format!("a.instance-{uuid}._app.٣"),
+            format!("a.instance-{uuid}._.7"),
+            format!("a.instance-{uuid}.._app.7"),
+            format!(".instance-{uuid}._app.1"),
+            "a.instance-._app.1".to_string(),
+            "a.instance-".to_string(),
+            "x.marathon-y".to_string(),
+        ];
+        for raw in &ids {
+            let [current, ..] = task_id_patterns();
+            let by_pattern = current.captures(raw).map(|c| ParsedTaskId {
+                app_id: PathId::from_safe_path(&c[1]),
+                instance_id: InstanceId(format!("{}.{}{}", &c[1], &c[2], &c[3])),
+                incarnation: c[5].parse().ok(),
+            });
+            if let Some(fast) = parse_current(raw) {
+                assert_eq!(Some(fast), by_pattern, "{raw}");
+            }
+        }
+        assert!(parse_current(&ids[0]).is_some());
+        assert!(parse_current(&ids[3]).is_some());
     }
 
     #[test]

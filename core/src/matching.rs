@@ -597,6 +597,52 @@ fn score(o: &Offer, app: &App, same_app: usize) -> (usize, i64) {
     (same_app, ((o.cpus - app.cpus) * 1000.0).round() as i64)
 }
 
+/// The offers in agent id order, numbered without copying their ids: offers of one agent share
+/// a slot, and an offer's rank is its place in that order (equal ids in offer order).
+struct AgentOrder {
+    /// Offer indexes sorted by agent id.
+    by_id: Vec<usize>,
+    slot: Vec<usize>,
+    rank: Vec<usize>,
+    count: usize,
+}
+
+impl AgentOrder {
+    fn new(offers: &[Offer]) -> Self {
+        let mut by_id: Vec<usize> = (0..offers.len()).collect();
+        // The leader hands its offers over sorted already.
+        if !offers.windows(2).all(|w| w[0].agent_id <= w[1].agent_id) {
+            by_id.sort_by(|&a, &b| offers[a].agent_id.cmp(&offers[b].agent_id));
+        }
+        let mut slot = vec![0; offers.len()];
+        let mut rank = vec![0; offers.len()];
+        let mut count = 0;
+        for (k, &ix) in by_id.iter().enumerate() {
+            rank[ix] = k;
+            match k.checked_sub(1).map(|prev| by_id[prev]) {
+                Some(prev) if offers[prev].agent_id == offers[ix].agent_id => slot[ix] = slot[prev],
+                _ => {
+                    slot[ix] = count;
+                    count += 1;
+                }
+            }
+        }
+        Self {
+            by_id,
+            slot,
+            rank,
+            count,
+        }
+    }
+
+    fn slot_of(&self, offers: &[Offer], agent: &str) -> Option<usize> {
+        self.by_id
+            .binary_search_by(|&ix| offers[ix].agent_id.as_str().cmp(agent))
+            .ok()
+            .map(|k| self.slot[self.by_id[k]])
+    }
+}
+
 /// Matches `pending` against `offers`, app by app in the order the apps first appear (and in
 /// order within an app). `placed` holds each app's placed instances (of its current
 /// configuration), and is extended as instances are assigned.
@@ -626,24 +672,18 @@ pub fn match_offers(
             .push(p);
     }
     // Agents numbered once, so an app's instances are counted per agent by index, not by name.
-    let mut slot_of: HashMap<String, usize> = HashMap::with_capacity(offers.len());
-    let slots: Vec<usize> = offers
-        .iter()
-        .map(|o| {
-            let next = slot_of.len();
-            *slot_of.entry(o.agent_id.clone()).or_insert(next)
-        })
-        .collect();
+    let agents = AgentOrder::new(offers);
     for app_id in order {
         let list = &by_app[app_id];
         let app = list[0].app;
         let app_placed = placed.entry(app.id.clone()).or_default();
-        let mut same = vec![0usize; slot_of.len()];
+        let mut same = vec![0usize; agents.count];
         for x in app_placed.iter() {
-            if let Some(&s) = slot_of.get(x.agent_id.as_str()) {
+            if let Some(s) = agents.slot_of(offers, &x.agent_id) {
                 same[s] += 1;
             }
         }
+        let slots = &agents.slot;
         let mut ask = Ask::new(app, app_placed);
         let values: Vec<OfferValues> = offers
             .iter()
@@ -653,15 +693,16 @@ pub fn match_offers(
         // instance waits for the same reasons.
         let mut exhausted: Option<BTreeMap<Reject, usize>> = None;
         if ask.constraints.is_empty() && !ask.fixed_ports {
-            let mut heap: BinaryHeap<Reverse<(usize, i64, String, usize)>> = BinaryHeap::new();
+            // Ties go to the lower agent id: its rank in id order stands for it.
+            let mut heap: BinaryHeap<Reverse<(usize, i64, usize, usize)>> = BinaryHeap::new();
             for (ix, o) in offers.iter().enumerate() {
                 if ask.rejects(o, &values[ix]).is_none() {
                     let (a, b) = score(o, app, same[slots[ix]]);
-                    heap.push(Reverse((a, b, o.agent_id.clone(), ix)));
+                    heap.push(Reverse((a, b, agents.rank[ix], ix)));
                 }
             }
             for p in list {
-                let Some(Reverse((_, _, agent, ix))) = heap.pop() else {
+                let Some(Reverse((_, _, rank, ix))) = heap.pop() else {
                     let reasons = exhausted.get_or_insert_with(|| ask.reasons(offers, &values));
                     result
                         .unmatched
@@ -678,7 +719,7 @@ pub fn match_offers(
                 *n += 1;
                 if ask.rejects(&offers[ix], &values[ix]).is_none() {
                     let (a, b) = score(&offers[ix], app, *n);
-                    heap.push(Reverse((a, b, agent, ix)));
+                    heap.push(Reverse((a, b, rank, ix)));
                 }
             }
             continue;

@@ -118,6 +118,9 @@ impl Heart {
     /// made this replica a member. A confirmation of a registration given up meanwhile is
     /// ignored, and one that arrives after its lease would have ended keeps nothing.
     pub fn confirmed(&mut self, began: Instant, registration: i64) -> bool {
+        // A lease that ran out before this confirmation ended the registration, whether or not
+        // anything noticed yet: the next heartbeat registers anew.
+        self.expire(Instant::now());
         if self.registration != Some(registration) {
             return false;
         }
@@ -367,6 +370,20 @@ mod tests {
         let mut late = Heart::default();
         late.registration(1);
         assert!(!late.confirmed(Instant::now() - LEASE, 1));
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_unnoticed_ends_the_registration_at_the_next_confirmation() {
+        let mut h = Heart::default();
+        assert_eq!(h.registration(5_000), 5_000);
+        assert!(h.confirmed(Instant::now() - LEASE + Duration::from_millis(5), 5_000));
+        std::thread::sleep(Duration::from_millis(10));
+        // Cut off until after the lease ended; nothing called `expire`. A heartbeat of the
+        // old registration written after the cut is confirmed: it keeps nothing.
+        assert!(!h.confirmed(Instant::now(), 5_000));
+        assert_eq!(h.until(), None);
+        assert_eq!(h.registration(5_000), 5_001);
+        assert!(h.confirmed(Instant::now(), 5_001), "joined again");
     }
 
     #[test]

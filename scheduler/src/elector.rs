@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use stride_core::Timestamp;
-use stride_store::{collections, Candidate, Lease, StateStore};
+use stride_store::{Candidate, Lease, StateStore};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::leader::{LeaderActor, Sessions};
 use crate::metrics as m;
+use crate::standby::{load_for_term, Mirror, Standby};
 use crate::state::{LeaderState, Tuning};
 
 /// What this scheduler is right now.
@@ -103,6 +104,9 @@ pub struct Elector {
     timing: Timing,
     tuning: Tuning,
     role: watch::Sender<Role>,
+    /// The state a new term loads, kept current while standing by; `None` to read everything
+    /// from the store at every election instead.
+    standby: Option<Standby>,
     term: Option<Term>,
     acquiring: bool,
     /// No campaigning before this (after abdicating, to let another scheduler win).
@@ -116,6 +120,7 @@ impl Elector {
         timing: Timing,
         tuning: Tuning,
         role: watch::Sender<Role>,
+        standby: Option<Standby>,
     ) -> Self {
         Self {
             store,
@@ -123,6 +128,7 @@ impl Elector {
             timing,
             tuning,
             role,
+            standby,
             term: None,
             acquiring: false,
             hold_off_until: None,
@@ -196,9 +202,14 @@ impl Elector {
         });
         let store = self.store.clone();
         let tuning = self.tuning.clone();
+        let standby = self.standby.clone();
+        if let Some(s) = &standby {
+            // Here rather than in the load, so that a term that ends first resumes it after.
+            s.pause();
+        }
         let loading = Instant::now();
         ctx.spawn(
-            async move { load_state(store.as_ref(), tuning).await }
+            async move { load_for_term(standby.as_ref(), store.as_ref(), tuning).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let still_ours = act.term.as_ref().is_some_and(|t| t.lease == lease);
@@ -206,10 +217,17 @@ impl Elector {
                         return;
                     }
                     match result {
-                        Ok(state) => {
+                        Ok((state, loaded)) => {
                             info!(
                                 epoch = lease.epoch(),
+                                from = %loaded.source,
                                 took_ms = loading.elapsed().as_millis() as u64,
+                                read_ms = loaded.read.as_millis() as u64,
+                                build_ms = loaded.build.as_millis() as u64,
+                                built_ahead_ms =
+                                    loaded.built_ahead.map(|d| d.as_millis() as u64),
+                                keys_read = loaded.keys,
+                                instances = loaded.instances,
                                 "state loaded"
                             );
                             let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel();
@@ -266,6 +284,9 @@ impl Elector {
         }
         let _ = self.role.send(Role::Follower);
         metrics::gauge!(m::LEADER).set(0.0);
+        if let Some(s) = &self.standby {
+            s.resume();
+        }
         if release {
             let store = self.store.clone();
             tokio::spawn(async move {
@@ -349,75 +370,11 @@ impl Handler<Resign> for Elector {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("store: {0}")]
-    Store(#[from] stride_store::StoreError),
-    #[error("stored {what} {key} is unreadable: {error}")]
-    Corrupt {
-        what: &'static str,
-        key: String,
-        error: String,
-    },
-}
+pub use crate::standby::LoadError;
 
-fn decode<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, LoadError> {
-    serde_json::from_slice(bytes).map_err(|e| LoadError::Corrupt {
-        what,
-        key: key.to_string(),
-        error: e.to_string(),
-    })
-}
-
-async fn manifest_versions(
-    store: &dyn StateStore,
-    group: &str,
-) -> Result<Vec<Timestamp>, LoadError> {
-    let mut versions: Vec<Timestamp> = store
-        .keys(&collections::group_versions(group))
-        .await?
-        .iter()
-        .filter_map(|v| Timestamp::parse(v).ok())
-        .collect();
-    versions.sort();
-    Ok(versions)
-}
-
-/// Reads everything a new leader needs.
+/// Reads everything a new leader needs from the store: a cold load, without a mirror.
 pub async fn load_state(store: &dyn StateStore, tuning: Tuning) -> Result<LeaderState, LoadError> {
-    let mut state = LeaderState::new(tuning, Timestamp::now());
-    for (key, bytes) in store.get_all(collections::APPS).await? {
-        let app: stride_core::App = decode("app", &key, &bytes)?;
-        let mut versions: Vec<Timestamp> = store
-            .keys(&collections::app_versions(&key))
-            .await?
-            .iter()
-            .filter_map(|v| Timestamp::parse(v).ok())
-            .collect();
-        versions.sort();
-        state.load_app(app, versions);
-    }
-    for (key, bytes) in store.get_all(collections::GROUPS).await? {
-        let meta: stride_core::group::GroupMeta = decode("group", &key, &bytes)?;
-        let versions = manifest_versions(store, &key).await?;
-        state.load_group(meta, versions);
-    }
-    state.load_root_versions(manifest_versions(store, "/").await?);
-    for (key, bytes) in store.get_all(collections::INSTANCES).await? {
-        state.load_instance(decode("instance", &key, &bytes)?);
-    }
-    for (key, bytes) in store.get_all(collections::DEPLOYMENTS).await? {
-        state.load_deployment(decode("deployment", &key, &bytes)?);
-    }
-    for (key, bytes) in store.get_all(collections::TASK_FAILURES).await? {
-        state.load_task_failure(
-            stride_core::PathId::parse(&key),
-            decode("task failure", &key, &bytes)?,
-        );
-    }
-    Ok(state)
+    Ok(Mirror::read_unversioned(store)
+        .await?
+        .into_state(tuning, Timestamp::now()))
 }

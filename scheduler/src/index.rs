@@ -22,7 +22,7 @@ pub(crate) struct Held {
 }
 
 /// The sum of what an agent's active instances hold.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Usage {
     pub cpus: f64,
     pub mem: f64,
@@ -30,6 +30,19 @@ pub(crate) struct Usage {
     pub gpus: u32,
     /// Host port → instances holding it (one, unless something went wrong).
     pub ports: BTreeMap<u32, u32>,
+    /// The index's [`Index::port_changes`] when `ports` last changed: free port ranges worked
+    /// out from `ports` hold while it stays the same.
+    pub ports_changed: u64,
+}
+
+impl PartialEq for Usage {
+    fn eq(&self, other: &Self) -> bool {
+        self.cpus == other.cpus
+            && self.mem == other.mem
+            && self.disk == other.disk
+            && self.gpus == other.gpus
+            && self.ports == other.ports
+    }
 }
 
 /// One app's instances counted by what the deployment steps ask of them.
@@ -144,6 +157,8 @@ pub(crate) struct Index {
     /// Instances whose task is Running, and Staging or Starting, over the whole fleet.
     pub running: usize,
     pub staged: usize,
+    /// Changes to any agent's [`Usage::ports`] so far.
+    pub port_changes: u64,
 }
 
 fn holds_resources(i: &Instance) -> bool {
@@ -212,6 +227,10 @@ impl Index {
             u.mem -= h.mem;
             u.disk -= h.disk;
             u.gpus = u.gpus.saturating_sub(h.gpus);
+            if !h.ports.is_empty() {
+                self.port_changes += 1;
+                u.ports_changed = self.port_changes;
+            }
             for p in &h.ports {
                 if let Some(n) = u.ports.get_mut(p) {
                     *n -= 1;
@@ -282,6 +301,10 @@ impl Index {
         u.mem += held.mem;
         u.disk += held.disk;
         u.gpus += held.gpus;
+        if !held.ports.is_empty() {
+            self.port_changes += 1;
+            u.ports_changed = self.port_changes;
+        }
         for p in &held.ports {
             *u.ports.entry(*p).or_default() += 1;
         }

@@ -27,6 +27,7 @@ mod index;
 pub mod leader;
 pub mod metrics;
 mod root;
+pub mod standby;
 pub mod state;
 
 pub use elector::Role;
@@ -45,6 +46,10 @@ pub struct Config {
     pub renew_interval: Duration,
     pub campaign_interval: Duration,
     pub heartbeat_interval: Duration,
+    /// How often a standby brings its copy of the state up to date from the store's change
+    /// feed, so that winning an election costs a catch-up rather than reading everything;
+    /// `None` to read everything at every election instead.
+    pub standby_poll: Option<Duration>,
     pub tuning: Tuning,
     /// Mutual TLS on the gRPC port: with it, only clients presenting a certificate signed by
     /// the CA (gateways, agents, health checkers) get past the handshake.
@@ -60,8 +65,10 @@ impl Config {
             http_address: String::new(),
             lease_ttl: Duration::from_secs(2),
             renew_interval: Duration::from_millis(500),
-            campaign_interval: Duration::from_millis(250),
+            // Cheap (one script call), and a standby takes over this much sooner.
+            campaign_interval: Duration::from_millis(100),
             heartbeat_interval: Duration::from_secs(1),
+            standby_poll: Some(Duration::from_millis(500)),
             tuning: Tuning::default(),
             tls: None,
         }
@@ -94,12 +101,29 @@ pub async fn run(
         renew_interval: config.renew_interval,
         campaign_interval: config.campaign_interval,
     };
+    // A lease renewed on time never has less than `lease_ttl - renew_interval` left: a
+    // renewal half an interval late means its holder is most likely gone. A standby that
+    // guesses wrong only spends the CPU of a build.
+    let build_ahead_below = config
+        .lease_ttl
+        .saturating_sub(config.renew_interval * 3 / 2)
+        .max(config.lease_ttl / 4);
+    let standby = config.standby_poll.map(|poll| {
+        standby::Standby::start(
+            store.clone(),
+            standby::Following {
+                poll,
+                build_ahead_below,
+            },
+        )
+    });
     let elector = elector::Elector::new(
         store.clone(),
         candidate,
         timing,
         config.tuning.clone(),
         role_tx,
+        standby,
     )
     .start();
     let shared = grpc::Shared {

@@ -48,6 +48,10 @@ struct Args {
         default_value = "15s"
     )]
     reregistration_grace: String,
+    /// How often a standby brings its copy of the state up to date, so that winning an
+    /// election costs a catch-up rather than reading everything; `0s` keeps no copy.
+    #[arg(long, env = "STRIDE_SCHEDULER_STANDBY_POLL", default_value = "500ms")]
+    standby_poll: String,
     /// StatsD host:port.
     #[arg(long, env = "STRIDE_STATSD")]
     statsd: Option<String>,
@@ -72,6 +76,11 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(64)
 }
 
+/// The leader and the gateway allocate and free small objects by the million (instances,
+/// events, JSON); mimalloc does that with far less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let durations = (|| -> Result<_, String> {
@@ -79,9 +88,10 @@ fn main() -> ExitCode {
             parse_duration(&args.lease_ttl)?,
             parse_duration(&args.agent_timeout)?,
             parse_duration(&args.reregistration_grace)?,
+            parse_duration(&args.standby_poll)?,
         ))
     })();
-    let (lease_ttl, agent_timeout, grace) = match durations {
+    let (lease_ttl, agent_timeout, grace, standby_poll) = match durations {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -130,6 +140,7 @@ fn main() -> ExitCode {
         config.renew_interval = lease_ttl / 4;
         config.tuning.agent_timeout = agent_timeout;
         config.tuning.reregistration_grace = grace;
+        config.standby_poll = Some(standby_poll).filter(|d| !d.is_zero());
         config.tls = tls;
         let redis = stride_store::redis_url(args.redis, &std::env::vars().collect());
         let store = stride_store::RedisStore::connect(&redis, &args.redis_prefix)

@@ -79,6 +79,10 @@ impl Effects {
     fn event(&mut self, e: Event) {
         self.batch.event(e.to_json_string());
     }
+    /// An event written as JSON already.
+    fn event_json(&mut self, body: String) {
+        self.batch.event(body);
+    }
     fn command(&mut self, agent: &str, c: AgentCommand) {
         self.commands.push((agent.to_string(), c));
     }
@@ -343,6 +347,13 @@ pub struct LeaderState {
     /// The whole root (apps and groups) passed `validate_root` and has every app's ancestors
     /// stored as groups, so a deployment need only check what it changes. Cleared by loading.
     root_checked: bool,
+    /// One offer per registered agent, sorted by agent id, kept between launch passes so that
+    /// a pass resets only the free resources the matching takes from: see
+    /// [`LeaderState::take_offers`]. An agent's registration empties it.
+    offer_buf: Vec<Offer>,
+    /// Beside each offer of `offer_buf`: the agent's free port ranges as last worked out, and
+    /// the [`crate::index::Usage::ports_changed`] they were worked out at.
+    offer_ports: Vec<(u64, Vec<(u32, u32)>)>,
 }
 
 fn to_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -373,6 +384,8 @@ impl LeaderState {
             root_cache: None,
             children: BTreeMap::new(),
             root_checked: false,
+            offer_buf: Vec::new(),
+            offer_ports: Vec::new(),
         }
     }
 
@@ -414,14 +427,49 @@ impl LeaderState {
         self.root_checked = false;
     }
 
+    /// [`LeaderState::load_instance`] of every instance of `instances`, by id. Taken whole when
+    /// nothing is loaded yet, rather than moved one by one into a map of their own.
+    pub fn load_instances(&mut self, instances: HashMap<InstanceId, Instance>) {
+        if !self.instances.is_empty() || instances.iter().any(|(id, i)| *id != i.id) {
+            self.instances.reserve(instances.len());
+            for i in instances.into_values() {
+                self.load_instance(i);
+            }
+            return;
+        }
+        self.instances = instances;
+        // The same records as one `load_instance` after another, made by two threads: one
+        // fills `by_app`, the other the index.
+        let (instances, apps, by_app, idx) =
+            (&self.instances, &self.apps, &mut self.by_app, &mut self.idx);
+        std::thread::scope(|threads| {
+            threads.spawn(|| {
+                for i in instances.values() {
+                    Self::by_app_loaded(by_app, i);
+                }
+            });
+            for i in instances.values() {
+                idx.add(i, apps.get(&i.app_id).map(|a| a.as_ref()), None);
+            }
+        });
+    }
+
     pub fn load_instance(&mut self, i: Instance) {
-        self.by_app
-            .entry(i.app_id.clone())
-            .or_default()
-            .insert(i.id.clone());
-        let app = self.apps.get(&i.app_id).cloned();
-        self.idx.add(&i, app.as_deref(), None);
+        Self::by_app_loaded(&mut self.by_app, &i);
+        self.idx
+            .add(&i, self.apps.get(&i.app_id).map(|a| a.as_ref()), None);
         self.instances.insert(i.id.clone(), i);
+    }
+
+    fn by_app_loaded(by_app: &mut HashMap<PathId, BTreeSet<InstanceId>>, i: &Instance) {
+        match by_app.get_mut(&i.app_id) {
+            Some(ids) => {
+                ids.insert(i.id.clone());
+            }
+            None => {
+                by_app.insert(i.app_id.clone(), BTreeSet::from([i.id.clone()]));
+            }
+        }
     }
 
     pub fn load_deployment(&mut self, plan: DeploymentPlan) {
@@ -500,7 +548,7 @@ impl LeaderState {
             let mut i = Instance::scheduled(&app.id, app.config_version(), now);
             i.resident = app.has_persistent_volumes();
             ids.push(i.id.clone());
-            fx.event(events::instance_changed(now, &i));
+            fx.event_json(events::instance_changed_json(now, &i));
             self.put_instance(i, fx);
         }
         ids
@@ -517,7 +565,7 @@ impl LeaderState {
             .map_or(3_000, |a| a.kill_grace_period_ms());
         i.goal = Goal::Decommissioned;
         if !i.is_launched() || i.condition.is_terminal() || i.condition == Condition::Scheduled {
-            fx.event(events::instance_changed(now, &i));
+            fx.event_json(events::instance_changed_json(now, &i));
             self.expunge(id, fx);
             return;
         }
@@ -531,11 +579,11 @@ impl LeaderState {
             );
         }
         if matches!(i.condition, Condition::UnreachableInactive) {
-            fx.event(events::instance_changed(now, &i));
+            fx.event_json(events::instance_changed_json(now, &i));
             self.expunge(id, fx);
             return;
         }
-        fx.event(events::instance_changed(now, &i));
+        fx.event_json(events::instance_changed_json(now, &i));
         self.put_instance(i, fx);
     }
 
@@ -552,7 +600,7 @@ impl LeaderState {
             return;
         };
         i.app_version = version;
-        fx.event(events::instance_changed(now, &i));
+        fx.event_json(events::instance_changed_json(now, &i));
         self.put_instance(i, fx);
         self.kill_task(id, fx);
     }
@@ -598,6 +646,7 @@ impl LeaderState {
             agent_id.clone(),
             to_bytes(&info.record(true, now)),
         );
+        self.offer_buf.clear();
         self.agents.insert(
             agent_id.clone(),
             AgentEntry {
@@ -765,8 +814,8 @@ impl LeaderState {
             }
         }
         if changed {
-            fx.event(events::status_update(now, &i));
-            fx.event(events::instance_changed(now, &i));
+            fx.event_json(events::status_update_json(now, &i));
+            fx.event_json(events::instance_changed_json(now, &i));
         }
         if let Some(app) = self.apps.get(&i.app_id).cloned() {
             if changed && s.condition.counts_as_failure() && i.goal == Goal::Running && was_active {
@@ -1422,12 +1471,14 @@ impl LeaderState {
     fn mark_unreachable(&mut self, now: Timestamp, fx: &mut Effects) {
         let in_grace =
             now.seconds_since(self.elected_at) < self.tuning.reregistration_grace.as_secs_f64();
+        let timeout = self.tuning.agent_timeout.as_secs_f64();
         let lost_agents: Vec<&String> = self
             .idx
             .by_agent
             .keys()
             .filter(|agent| match self.agents.get(*agent) {
-                Some(_) => !self.agent_is_reachable(agent, now),
+                // As `agent_is_reachable` has it, without looking the agent up again.
+                Some(a) => now.seconds_since(a.last_seen) >= timeout,
                 None => !in_grace,
             })
             .collect();
@@ -1466,7 +1517,7 @@ impl LeaderState {
                     if elapsed >= expunge_after_seconds as f64
                         && elapsed >= inactive_after_seconds as f64
                     {
-                        fx.event(events::instance_changed(
+                        fx.event_json(events::instance_changed_json(
                             now,
                             &Instance {
                                 condition: Condition::UnreachableInactive,
@@ -1486,7 +1537,7 @@ impl LeaderState {
             if i.condition != next {
                 i.condition = next;
                 i.since = now;
-                fx.event(events::instance_changed(now, &i));
+                fx.event_json(events::instance_changed_json(now, &i));
                 self.put_instance(i, fx);
             }
         }
@@ -1511,14 +1562,14 @@ impl LeaderState {
                 again.host_ports.clear();
                 again.healthy = None;
                 again.health.clear();
-                fx.event(events::instance_changed(now, &again));
+                fx.event_json(events::instance_changed_json(now, &again));
                 self.put_instance(again, fx);
                 continue;
             }
             if let Some(i) = self.instances.get(&id) {
                 let mut gone = i.clone();
                 gone.goal = Goal::Decommissioned;
-                fx.event(events::instance_changed(now, &gone));
+                fx.event_json(events::instance_changed_json(now, &gone));
             }
             self.expunge(&id, fx);
         }
@@ -1879,8 +1930,11 @@ impl LeaderState {
         if waiting.is_empty() {
             return;
         }
-        let mut offers = self.offers(now);
+        let (mut offers, kept) = self.take_offers(now);
         if offers.is_empty() {
+            if kept {
+                self.offer_buf = offers;
+            }
             return;
         }
         let waiting_apps: BTreeMap<&PathId, &App> =
@@ -1955,6 +2009,9 @@ impl LeaderState {
                 list.items = items;
             }
         }
+        if kept {
+            self.offer_buf = offers;
+        }
         // Everything tried found a place, so the rest of the queue may too: another pass soon.
         fx.more |= capped && result.unmatched.is_empty();
         let mut launches: BTreeMap<String, Vec<LaunchTask>> = BTreeMap::new();
@@ -1984,7 +2041,7 @@ impl LeaderState {
                     hostname: a.hostname.clone(),
                     host_ports: a.host_ports,
                 });
-            fx.event(events::instance_changed(now, &i));
+            fx.event_json(events::instance_changed_json(now, &i));
             self.put_instance(i, fx);
             self.rejects.remove(&a.app_id);
         }
@@ -1996,43 +2053,76 @@ impl LeaderState {
         }
     }
 
-    /// Each connected agent's free resources: its total less what its active instances hold.
-    fn offers(&self, now: Timestamp) -> Vec<Offer> {
-        let mut offers: Vec<Offer> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut agents: Vec<&AgentEntry> = self
-            .agents
-            .values()
-            .filter(|a| self.agent_is_up(&a.info.agent_id, now))
-            .collect();
-        agents.sort_by(|a, b| a.info.agent_id.cmp(&b.info.agent_id));
-        for a in agents {
-            index.insert(&a.info.agent_id, offers.len());
-            offers.push(Offer {
-                agent_id: a.info.agent_id.clone(),
-                hostname: a.info.hostname.clone(),
-                cpus: a.info.cpus,
-                mem: a.info.mem,
-                disk: a.info.disk,
-                gpus: a.info.gpus,
-                ports: a.info.ports.clone(),
-                attributes: a.info.attributes.clone(),
-                region: a.info.region.clone(),
-                zone: a.info.zone.clone(),
-            });
+    /// Each connected agent's free resources: its total less what its active instances hold,
+    /// sorted by agent id. Made from `offer_buf`, whose names and attributes are kept between
+    /// passes; `true` when what is returned is that buffer, to be given back after the pass.
+    fn take_offers(&mut self, now: Timestamp) -> (Vec<Offer>, bool) {
+        let mut offers = std::mem::take(&mut self.offer_buf);
+        if offers.len() != self.agents.len() {
+            let mut infos: Vec<&AgentInfo> = self.agents.values().map(|a| &a.info).collect();
+            infos.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+            offers = infos
+                .into_iter()
+                .map(|a| Offer {
+                    agent_id: a.agent_id.clone(),
+                    hostname: a.hostname.clone(),
+                    cpus: 0.0,
+                    mem: 0.0,
+                    disk: 0.0,
+                    gpus: 0,
+                    ports: Vec::new(),
+                    attributes: a.attributes.clone(),
+                    region: a.region.clone(),
+                    zone: a.zone.clone(),
+                })
+                .collect();
+            self.offer_ports = vec![(0, Vec::new()); offers.len()];
         }
-        for (agent, used) in &self.idx.usage {
-            let Some(ix) = index.get(agent.as_str()) else {
+        let timeout = self.tuning.agent_timeout.as_secs_f64();
+        let mut up = Vec::with_capacity(offers.len());
+        for (o, kept) in offers.iter_mut().zip(&mut self.offer_ports) {
+            let Some(a) = self.agents.get(&o.agent_id) else {
+                up.push(false);
                 continue;
             };
-            let o = &mut offers[*ix];
-            o.cpus -= used.cpus;
-            o.mem -= used.mem;
-            o.disk -= used.disk;
-            o.gpus = o.gpus.saturating_sub(used.gpus);
-            o.ports = crate::index::free_ranges(&o.ports, &used.ports);
+            up.push(a.session.is_some() && now.seconds_since(a.last_seen) < timeout);
+            let info = &a.info;
+            o.cpus = info.cpus;
+            o.mem = info.mem;
+            o.disk = info.disk;
+            o.gpus = info.gpus;
+            match self.idx.usage.get(&o.agent_id) {
+                Some(used) => {
+                    o.cpus -= used.cpus;
+                    o.mem -= used.mem;
+                    o.disk -= used.disk;
+                    o.gpus = o.gpus.saturating_sub(used.gpus);
+                    // Counts start at 1: 0 marks ranges never worked out.
+                    if kept.0 != used.ports_changed || used.ports_changed == 0 {
+                        *kept = (
+                            used.ports_changed,
+                            crate::index::free_ranges(&info.ports, &used.ports),
+                        );
+                    }
+                    o.ports.clone_from(&kept.1);
+                }
+                None => {
+                    o.ports.clear();
+                    o.ports.extend_from_slice(&info.ports);
+                }
+            }
         }
-        offers
+        if up.iter().all(|u| *u) {
+            return (offers, true);
+        }
+        let some = offers
+            .iter()
+            .zip(&up)
+            .filter(|(_, u)| **u)
+            .map(|(o, _)| o.clone())
+            .collect();
+        self.offer_buf = offers;
+        (some, false)
     }
 
     // ---------------------------------------------------------------------------------------

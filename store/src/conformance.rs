@@ -276,8 +276,19 @@ async fn lease_is_exclusive_and_epochs_grow<S: StateStore>(store: &S) {
         Some("a".into())
     );
     assert!(store.renew(&a, ttl).await.expect("renew"));
+    let left = store
+        .lease_remaining()
+        .await
+        .expect("reachable")
+        .expect("held, with a time to live");
+    assert!(left <= ttl, "{left:?} left of a {ttl:?} lease");
     store.release(&a).await.expect("release");
     assert!(store.leader().await.expect("leader").is_none());
+    assert_eq!(
+        store.lease_remaining().await.expect("reachable"),
+        None,
+        "nobody holds it"
+    );
     let b = store
         .try_acquire(&candidate("b"), ttl)
         .await

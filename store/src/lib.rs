@@ -304,6 +304,12 @@ pub trait StateStore: Send + Sync + 'static {
     async fn release(&self, lease: &Lease) -> Result<()>;
     /// The current lease holder, if any.
     async fn leader(&self) -> Result<Option<LeaderRecord>>;
+    /// How long the current lease has left before it expires unless renewed; `None` when
+    /// nobody holds it, or when the store cannot tell. A standby reads it to see a leader that
+    /// stopped renewing.
+    async fn lease_remaining(&self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
 
     /// Events after `after` (exclusive; `None` = only events appended from now on, `Some("0")`
     /// = from the oldest kept), waiting up to `block` for at least one.

@@ -207,6 +207,15 @@ impl StateStore for MemoryStore {
             .and_then(LeaderRecord::from_token))
     }
 
+    async fn lease_remaining(&self) -> Result<Option<Duration>> {
+        let mut inner = self.inner.lock();
+        inner.lease_token();
+        Ok(inner
+            .lease
+            .as_ref()
+            .map(|(_, expires)| expires.saturating_duration_since(Instant::now())))
+    }
+
     async fn read_events(
         &self,
         after: Option<&str>,

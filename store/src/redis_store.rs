@@ -977,6 +977,18 @@ impl StateStore for RedisStore {
         Ok(v.as_deref().and_then(LeaderRecord::from_token))
     }
 
+    async fn lease_remaining(&self) -> Result<Option<Duration>> {
+        let k = self.lease_key();
+        let ms: i64 = self
+            .call(Replay::Safe, |mut c| {
+                let k = &k;
+                async move { Ok(c.pttl(k).await?) }
+            })
+            .await?;
+        // -2: no lease; -1: a lease without expiry, which the store never sets.
+        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
     async fn read_events(
         &self,
         after: Option<&str>,

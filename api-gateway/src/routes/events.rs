@@ -100,7 +100,7 @@ async fn pump(
     gw.event_stream_delta(1);
     let _guard = StreamGuard(gw.clone());
     let wanted_type = |t: &str| filter.is_empty() || filter.iter().any(|f| f == t);
-    let wanted = |e: &SseEvent| wanted_type(&e.event_type) && scope.sees_event(&e.subjects);
+    let wanted = |e: &SseEvent| e.wanted(wanted_type, |subjects| scope.sees_event(subjects));
     tracing::debug!(remote = %remote, "event stream attached");
 
     let attached = stride_core::events::event_stream_attached(Timestamp::now(), &remote);

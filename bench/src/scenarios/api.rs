@@ -108,6 +108,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
         size as f64 / 1e6,
         quantile(&post, 0.99)
     );
+    let mut slowest: Vec<(usize, f64)> = post.iter().copied().enumerate().collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    progress!(
+        "{S}: POST /v2/apps p50 {:.1} ms p90 {:.1} ms; slowest (request: ms) {}",
+        quantile(&post, 0.5),
+        quantile(&post, 0.9),
+        slowest
+            .iter()
+            .take(6)
+            .map(|(k, ms)| format!("{k}: {ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // GET /v2/apps/{id}: the gateway, then the same bytes from a static server.
     let paths: Vec<String> = (0..z.api_apps)
