@@ -18,6 +18,7 @@ fn candidate(id: &str) -> Candidate {
 /// Runs every check against `store`, which must be empty. Panics on the first failure.
 pub async fn run_all<S: StateStore>(store: &S) {
     collections(store).await;
+    later_writes_of_a_batch_win(store).await;
     lease_is_exclusive_and_epochs_grow(store).await;
     fenced_writes_change_nothing(store).await;
     events_are_ordered_and_resumable(store).await;
@@ -252,6 +253,64 @@ async fn collections<S: StateStore>(store: &S) {
         .await
         .expect("delete");
     assert!(store.get("members", "m1").await.expect("get").is_none());
+    store.release(&lease).await.expect("release");
+}
+
+/// Writes of one key in one batch apply in order: the last one stands, and the feed names the
+/// key.
+async fn later_writes_of_a_batch_win<S: StateStore>(store: &S) {
+    let lease = store
+        .try_acquire(&candidate("later"), Duration::from_secs(5))
+        .await
+        .expect("store reachable")
+        .expect("free lease");
+    let mut b = Batch::new();
+    b.put("later", "kept", Bytes::from_static(b"old")).put(
+        "later",
+        "gone",
+        Bytes::from_static(b"x"),
+    );
+    store.commit(&lease, b).await.expect("commit");
+    let start = revision(store).await;
+    let mut b = Batch::new();
+    b.put("later", "a", Bytes::from_static(b"1"))
+        .put("later", "kept", Bytes::from_static(b"2"))
+        .put("later", "a", Bytes::from_static(b"3"))
+        .delete("later", "kept")
+        .put("later", "kept", Bytes::from_static(b"4"))
+        .put("later", "gone", Bytes::from_static(b"5"))
+        .delete("later", "gone")
+        .put("later-dropped", "d", Bytes::from_static(b"6"))
+        .drop_collection("later-dropped")
+        .put("later-dropped", "e", Bytes::from_static(b"7"));
+    store.commit(&lease, b).await.expect("commit");
+    let mut all = store.get_all("later").await.expect("get_all");
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_string(), Bytes::from_static(b"3")),
+            ("kept".to_string(), Bytes::from_static(b"4")),
+        ]
+    );
+    assert_eq!(
+        store.get_all("later-dropped").await.expect("get_all"),
+        vec![("e".to_string(), Bytes::from_static(b"7"))]
+    );
+    let named: std::collections::HashSet<Changed> = store
+        .changes_since(&start)
+        .await
+        .expect("changes")
+        .expect("the feed reaches one commit back")
+        .changed
+        .into_iter()
+        .collect();
+    for k in ["a", "kept", "gone"] {
+        assert!(named.contains(&key("later", k)), "{k}: {named:?}");
+    }
+    assert!(named.contains(&Changed::Collection {
+        collection: "later-dropped".into()
+    }));
     store.release(&lease).await.expect("release");
 }
 

@@ -23,6 +23,7 @@
 //! (`<prefix>:last-commit`), and the same batch committed again under the same lease reuses the
 //! id, so a repeat that finds it applied only waits for the replicas.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,6 +77,33 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'c', ARGV[2], 'k', tabl
 redis.call('SET', KEYS[3], ARGV[2])
 return 'OK'
 "#;
+
+/// Which of `ops` a later op of the same batch makes pointless: a put or delete of a key the
+/// batch puts or deletes again later, or of a collection it drops later. A commit applies as a
+/// whole, so nobody could read what they wrote, and the later op still names the key (or the
+/// collection) in the change feed. An instance scheduled and launched in one pass is written
+/// once, not twice.
+fn superseded(ops: &[Op]) -> Vec<bool> {
+    let mut later_keys: HashSet<(&str, &str)> = HashSet::new();
+    let mut later_drops: HashSet<&str> = HashSet::new();
+    let mut out = vec![false; ops.len()];
+    for (n, op) in ops.iter().enumerate().rev() {
+        match op {
+            Op::Put {
+                collection, key, ..
+            }
+            | Op::Delete { collection, key } => {
+                let again = !later_keys.insert((collection, key));
+                out[n] = again || later_drops.contains(collection.as_str());
+            }
+            Op::Drop { collection } => {
+                later_drops.insert(collection);
+            }
+            Op::Event { .. } => {}
+        }
+    }
+    out
+}
 
 /// The change feed after a revision: the last commit id, then what each later commit changed,
 /// newest first; nil when the feed does not reach back to the revision, when its newest entry
@@ -842,7 +870,8 @@ impl StateStore for RedisStore {
             self.changes_key(),
         ]);
         cmd.arg(&token).arg(&id).arg(CHANGE_FEED_MAX_LEN);
-        for op in &batch.ops {
+        let superseded = superseded(&batch.ops);
+        for (op, _) in batch.ops.iter().zip(superseded).filter(|(_, s)| !s) {
             match op {
                 Op::Put {
                     collection,
@@ -1128,6 +1157,25 @@ impl StateStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_writes_a_later_op_makes_pointless_are_left_out() {
+        let mut b = Batch::new();
+        b.put("c", "a", Bytes::from_static(b"1"))
+            .event(Bytes::from_static(b"{}"))
+            .put("c", "a", Bytes::from_static(b"2"))
+            .delete("c", "b")
+            .put("c", "b", Bytes::from_static(b"3"))
+            .put("d", "a", Bytes::from_static(b"4"))
+            .put("c", "z", Bytes::from_static(b"5"))
+            .drop_collection("d")
+            .put("d", "a", Bytes::from_static(b"6"))
+            .delete("c", "z");
+        assert_eq!(
+            superseded(&b.ops),
+            [true, false, false, true, false, true, true, false, false, false]
+        );
+    }
 
     #[test]
     fn tls_parameters_are_taken_off_the_url() {
