@@ -2,7 +2,8 @@
 //! matching of one app × 100 over a fleet (with and without UNIQUE + GROUP_BY), one
 //! `LeaderState::deploy` beside 1,000 and 10,000 apps, and what one `POST /v2/apps` of a
 //! single instance costs the leader beside 10,000 apps on the fleet (the deploy, then the
-//! reconcile pass that launches it).
+//! reconcile pass that launches it), and the leader's decisions alone (no gRPC, no store) to
+//! launch 100,000 instances as one app, as 1,000 apps, and as 1,000 apps with constraints.
 //!
 //!     cargo run --release -p stride-bench --example micro -- [agents, default 1000]
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +12,9 @@ use std::time::Instant;
 use stride_core::instance::{Condition, Instance, InstanceId, Placement};
 use stride_core::matching::{match_offers, Offer, Pending};
 use stride_core::{PathId, Timestamp};
-use stride_scheduler::state::{AgentInfo, Change, LeaderState, Origin};
+use stride_scheduler::state::{
+    AgentCommand, AgentInfo, AgentStatus, Change, LeaderState, Origin, MAX_RUNNING_DEPLOYMENTS,
+};
 
 fn offers(n: usize) -> Vec<Offer> {
     (0..n)
@@ -88,6 +91,87 @@ fn main() {
         );
     }
     post_beside(10_000, agents);
+    for (apps, per_app, spread) in [(1, 100_000, false), (1_000, 100, false), (1_000, 100, true)] {
+        let (passes, secs) = launch_all(apps, per_app, agents, spread);
+        println!(
+            "decisions alone, {apps} apps × {per_app} (constraints={spread}) on {agents} agents: {passes} passes, {secs:.2} s, {:.1} ms per 1,000 instances",
+            secs * 1e6 / (apps * per_app) as f64
+        );
+    }
+}
+
+/// Posts `apps` apps of `per_app` instances as the API would (no more than the running
+/// deployments allowed) and runs passes, each launch answered at once with Running, until all
+/// run on `agents` agents: the passes and the time they took.
+fn launch_all(apps: usize, per_app: usize, agents: usize, spread: bool) -> (usize, f64) {
+    let mut now = Timestamp(1_000_000);
+    let mut s = LeaderState::new(Default::default(), now);
+    for (n, o) in offers(agents).into_iter().enumerate() {
+        s.agent_registered(agent_info(o), n as u64, Vec::new(), now);
+    }
+    let started = Instant::now();
+    let (mut posted, mut passes, mut launched) = (0, 0, 0);
+    while launched < apps * per_app {
+        while posted < apps && s.deployments.len() < MAX_RUNNING_DEPLOYMENTS {
+            let mut v = serde_json::json!({"id": format!("/load/app-{posted:05}"), "cmd": "sleep 1000",
+                "cpus": 0.01, "mem": 8, "instances": per_app, "portDefinitions": []});
+            if spread {
+                v["constraints"] =
+                    serde_json::json!([["hostname", "UNIQUE"], ["rack_id", "GROUP_BY"]]);
+            }
+            s.deploy(
+                vec![Change::Create(v)],
+                false,
+                &Origin::default(),
+                BTreeMap::new(),
+                now,
+            )
+            .expect("deploys");
+            posted += 1;
+        }
+        passes += 1;
+        assert!(passes < 10_000, "{launched} launched after {passes} passes");
+        now = now.plus_millis(10);
+        let fx = s.reconcile(now);
+        for (agent, c) in &fx.commands {
+            let AgentCommand::Launch(tasks) = c else {
+                continue;
+            };
+            launched += tasks.len();
+            for t in tasks {
+                let status = AgentStatus {
+                    task_id: t.task_id.clone(),
+                    condition: Condition::Running,
+                    terminal: false,
+                    message: String::new(),
+                    reason: String::new(),
+                    timestamp: now,
+                    ports: t.host_ports.clone(),
+                    ip_addresses: Vec::new(),
+                    healthy: None,
+                    exit_code: None,
+                };
+                s.status(agent, status, now);
+            }
+        }
+    }
+    (passes, started.elapsed().as_secs_f64())
+}
+
+fn agent_info(o: Offer) -> AgentInfo {
+    AgentInfo {
+        agent_id: o.agent_id,
+        hostname: o.hostname,
+        cpus: o.cpus,
+        mem: o.mem,
+        disk: o.disk,
+        gpus: o.gpus,
+        ports: o.ports,
+        attributes: o.attributes,
+        region: None,
+        zone: None,
+        api_address: String::new(),
+    }
 }
 
 /// One app of one instance posted beside `existing` apps (100 to a group) on `agents`
@@ -96,20 +180,7 @@ fn post_beside(existing: usize, agents: usize) {
     let now = Timestamp::now();
     let mut s = LeaderState::new(Default::default(), now);
     for (n, o) in offers(agents).into_iter().enumerate() {
-        let info = AgentInfo {
-            agent_id: o.agent_id,
-            hostname: o.hostname,
-            cpus: o.cpus,
-            mem: o.mem,
-            disk: o.disk,
-            gpus: o.gpus,
-            ports: o.ports,
-            attributes: o.attributes,
-            region: None,
-            zone: None,
-            api_address: String::new(),
-        };
-        s.agent_registered(info, n as u64, Vec::new(), now);
+        s.agent_registered(agent_info(o), n as u64, Vec::new(), now);
     }
     // Ten running instances each, spread over the agents, each on a host port of its own.
     let fleet = offers(agents);
