@@ -16,9 +16,11 @@
 //! `tasks`, hence `stride-tasks` there. Where neither works, [`Cgroups::detect`] says why, the
 //! agent logs it once and runs tasks unconfined.
 //!
-//! A task's process enters its group before it runs anything of the task: it is started behind
-//! a gate (a shell waiting on its stdin) that the agent opens only after writing the pid into
-//! the group, so no child escapes the limits by being forked first.
+//! A task's process is in its groups before it runs anything of the task, so no child escapes
+//! the limits by being forked first: in v1 it is started inside them by the agent's spawner
+//! thread ([`crate::spawner`]); in v2 it is started behind a gate (a shell waiting on its stdin)
+//! that the agent opens only after writing the pid into the group. The CPU quota is set once the
+//! process is inside.
 
 use std::fs;
 use std::io;
@@ -73,7 +75,11 @@ impl Cgroups {
         let groups = found
             .create(&probe, 64.0, 0.5)
             .map_err(|e| format!("cannot create a task cgroup: {e}"))?;
+        let limited = found
+            .limit_cpu(&probe, 0.5)
+            .map_err(|e| format!("cannot set a task cgroup's CPU quota: {e}"));
         remove_now(&groups);
+        limited?;
         Ok(found)
     }
 
@@ -84,12 +90,12 @@ impl Cgroups {
         }
     }
 
-    /// Creates (or reuses) the groups of `task_id` with its limits: `mem` in MiB (none if 0),
-    /// `cpus` as a CFS quota (none if 0).
+    /// Creates (or reuses) the groups of `task_id` with its memory limit, `mem` in MiB (none if
+    /// 0), and a group for a CPU quota when `cpus` asks for one. The quota itself is set by
+    /// [`Cgroups::limit_cpu`] once the task's process is inside: a v1 group is entered by the
+    /// agent's spawner thread (see [`crate::spawner`]), which a quota would hold up.
     pub fn create(&self, task_id: &str, mem: f64, cpus: f64) -> io::Result<TaskGroups> {
         let mem_bytes = (mem > 0.0).then_some((mem * 1024.0 * 1024.0) as u64);
-        let quota =
-            (cpus > 0.0).then(|| ((cpus * CPU_PERIOD_US as f64) as u64).max(MIN_CPU_QUOTA_US));
         match self {
             Cgroups::V2 { tasks } => {
                 let dir = tasks.join(task_id);
@@ -99,9 +105,6 @@ impl Cgroups {
                     // Best effort: without swap the limit is the limit; one OOM ends the group.
                     let _ = fs::write(dir.join("memory.swap.max"), "0");
                     let _ = fs::write(dir.join("memory.oom.group"), "1");
-                }
-                if let Some(quota) = quota {
-                    fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
                 }
                 Ok(vec![dir])
             }
@@ -114,23 +117,45 @@ impl Cgroups {
                     // Only exists with swap accounting; must not be below the limit above.
                     let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
                 }
-                if let (Some(cpu), Some(quota)) = (cpu, quota) {
+                if let (Some(cpu), Some(_)) = (cpu, quota_of(cpus)) {
                     let dir = cpu.join(task_id);
                     make_dir(&dir)?;
-                    // Each write walks every CPU group on the node (the kernel checks the
-                    // hierarchy's quotas), so the period is written only when it is not already
-                    // the kernel's default.
-                    let period = dir.join("cpu.cfs_period_us");
-                    if fs::read_to_string(&period)?.trim() != CPU_PERIOD_US.to_string() {
-                        fs::write(&period, CPU_PERIOD_US.to_string())?;
-                    }
-                    fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
                     groups.push(dir);
                 }
                 Ok(groups)
             }
         }
     }
+
+    /// Sets the CPU quota of `task_id`'s groups for `cpus` (none if 0).
+    pub fn limit_cpu(&self, task_id: &str, cpus: f64) -> io::Result<()> {
+        let Some(quota) = quota_of(cpus) else {
+            return Ok(());
+        };
+        match self {
+            Cgroups::V2 { tasks } => fs::write(
+                tasks.join(task_id).join("cpu.max"),
+                format!("{quota} {CPU_PERIOD_US}"),
+            ),
+            Cgroups::V1 { cpu: None, .. } => Ok(()),
+            Cgroups::V1 { cpu: Some(cpu), .. } => {
+                let dir = cpu.join(task_id);
+                // Each write walks every CPU group on the node (the kernel checks the
+                // hierarchy's quotas), so the period is written only when it is not already
+                // the kernel's default.
+                let period = dir.join("cpu.cfs_period_us");
+                if fs::read_to_string(&period)?.trim() != CPU_PERIOD_US.to_string() {
+                    fs::write(&period, CPU_PERIOD_US.to_string())?;
+                }
+                fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())
+            }
+        }
+    }
+}
+
+/// The CFS quota for `cpus`, in microseconds per [`CPU_PERIOD_US`]; none for 0.
+fn quota_of(cpus: f64) -> Option<u64> {
+    (cpus > 0.0).then(|| ((cpus * CPU_PERIOD_US as f64) as u64).max(MIN_CPU_QUOTA_US))
 }
 
 impl Cgroups {

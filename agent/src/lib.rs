@@ -50,6 +50,7 @@ mod node;
 mod process;
 mod session;
 mod shellcmd;
+mod spawner;
 mod state;
 mod supervisor;
 mod task;
@@ -79,6 +80,7 @@ use fence::EpochFence;
 use fetcher::Fetcher;
 use node::NodeInfo;
 use session::Session;
+use spawner::Spawner;
 use state::StateDir;
 use supervisor::{Shared, Supervisor, SupervisorConfig, SupervisorHandle};
 
@@ -147,6 +149,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             info!("cgroups are disabled by configuration; process tasks run unconfined");
             None
         };
+        // v1 lets a task start inside its groups; v2 starts it behind its gate.
+        let spawner = match &cgroups {
+            Some(Cgroups::V1 { .. }) => match Spawner::new(tokio::runtime::Handle::current()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the task spawner thread; tasks start behind a gate");
+                    None
+                }
+            },
+            _ => None,
+        };
         let docker = Arc::new(DockerEngine::new(config.docker_host.clone()));
         let fetcher = Fetcher::new(state.cache_dir()).map_err(|message| AgentError::Detect {
             what: "fetcher",
@@ -164,6 +177,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             state: state.clone(),
             own_user: process::current_user(),
             cgroups,
+            spawner,
             docker: docker.clone(),
             fetcher,
         });

@@ -16,7 +16,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
 
+use crate::cgroups::TaskGroups;
 use crate::shellcmd;
+use crate::spawner::Spawner;
 use crate::task::{LaunchSpec, TaskState};
 
 /// Who a task runs as, when not as the agent's own user.
@@ -90,16 +92,13 @@ impl Gate {
 /// The shell a gated task starts as: it waits for a line on stdin, then becomes the task.
 const GATE_SCRIPT: &str = r#"read -r _ || :; exec "$0" "$@""#;
 
-/// The shell an ungated plain command starts as: it becomes the program at once.
-const EXEC_SCRIPT: &str = r#"exec "$0" "$@""#;
-
 /// What a task's process becomes once it runs.
 #[derive(Debug, PartialEq)]
 enum Program<'a> {
     /// `cmd`, run by `/bin/sh -c`.
     Shell(&'a str),
     /// `cmd` made of [`shellcmd::plain_words`] naming a program found on the task's `PATH`:
-    /// the shell the task starts as `exec`s the program in its place.
+    /// the program is started as the task's process, as a shell that `exec`s it would.
     Plain(Vec<&'a str>),
     /// Marathon's `args` without `cmd`: the argument vector itself.
     Argv(&'a [String]),
@@ -137,74 +136,73 @@ impl<'a> Program<'a> {
     }
 }
 
+/// How a task's process comes to be inside its cgroups, if it has any.
+pub(crate) enum Entry<'a> {
+    /// It has none: it is started as it is.
+    Unconfined,
+    /// The spawner starts it inside them (cgroup v1).
+    Inside(&'a Spawner, &'a TaskGroups),
+    /// It starts behind a gate (see [`Gate`]) that the caller opens once it has moved the
+    /// process into its groups (cgroup v2).
+    Gated,
+}
+
 /// Starts the task's command in `sandbox` with exactly `env`.
 ///
-/// A `gated` task starts as a shell that waits for the agent (see [`Gate`]) before it `exec`s
-/// the task, so that the agent can put the process into its cgroups before the task runs
-/// anything (children forked before that would escape the limits). Same pid, same process group.
+/// A gated task starts as a shell that waits for the agent before it `exec`s the task, so that
+/// the agent can put the process into its cgroups before the task runs anything (children
+/// forked before that would escape the limits). Same pid, same process group. Otherwise the
+/// program is started directly.
 ///
-/// A plain command (see [`shellcmd`]) is `exec`'d by that shell, or, ungated, by a shell started
-/// for just that, rather than by `/bin/sh -c <cmd>`: the shell finds the program on `PATH` and
-/// passes the environment on as `/bin/sh -c` would, and the task's process is the program.
-pub(crate) fn spawn(
+/// A plain command (see [`shellcmd`]) is started as its program rather than as
+/// `/bin/sh -c <cmd>`: the agent finds the program on the task's `PATH` as the shell would, sets
+/// `PWD` as the shell would, and the task's process is the program. A program the kernel
+/// cannot execute itself (a script without `#!`) is left to the shell after all.
+pub(crate) async fn spawn(
     spec: &LaunchSpec,
     sandbox: &Path,
     env: &BTreeMap<String, String>,
     run_as: Option<&RunAs>,
-    gated: bool,
+    entry: Entry<'_>,
 ) -> Result<Spawned, String> {
     let path = env.get("PATH").map(String::as_str);
-    let task = Program::of(spec, sandbox, path)?;
-    let (program, args) = task.argv();
-    if gated && !matches!(task, Program::Plain(_)) {
-        // Behind the gate a missing program would only show as exit status 127.
-        find_program(program, sandbox, path).map_err(|e| format!("cannot start {program}: {e}"))?;
-    }
+    let mut task = Program::of(spec, sandbox, path)?;
     let stdout = output_file(&sandbox.join("stdout"), run_as)?;
     let stderr = output_file(&sandbox.join("stderr"), run_as)?;
-    let script = match task {
-        _ if gated => Some(GATE_SCRIPT),
-        Program::Plain(_) => Some(EXEC_SCRIPT),
-        Program::Shell(_) | Program::Argv(_) => None,
-    };
-    let mut command = match script {
-        Some(script) => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(script).arg(program).args(&args);
-            c
+    let gated = matches!(entry, Entry::Gated);
+    let mut child = loop {
+        let program = task.argv().0;
+        let mut command = command(&task, sandbox, env, path, run_as, gated)?;
+        let output = |file: &File| {
+            file.try_clone()
+                .map_err(|e| format!("cannot hand the sandbox's output files to {program}: {e}"))
+        };
+        command.stdout(output(&stdout)?).stderr(output(&stderr)?);
+        let spawned = match entry {
+            Entry::Inside(spawner, groups) => spawner.spawn(command, groups).await,
+            Entry::Unconfined | Entry::Gated => command.spawn(),
+        };
+        match spawned {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) && !spec.cmd.is_empty() => {
+                if matches!(task, Program::Shell(_)) {
+                    return Err(format!("cannot start {program}: {e}"));
+                }
+                task = Program::Shell(&spec.cmd);
+            }
+            Err(e) => return Err(format!("cannot start {program}: {e}")),
         }
-        None => {
-            let mut c = tokio::process::Command::new(program);
-            c.args(&args);
-            c
-        }
     };
-    command.stdin(if gated { Stdio::piped() } else { Stdio::null() });
-    command
-        .current_dir(sandbox)
-        .env_clear()
-        .envs(env)
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(user) = run_as {
-        // std drops the supplementary groups when it changes the uid.
-        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
     let gate = match child.stdin.take() {
         Some(stdin) => {
             Some(Gate(std::fs::File::from(stdin.into_owned_fd().map_err(
-                |e| format!("cannot hold the gate of {program}: {e}"),
+                |e| format!("cannot hold the gate of the task: {e}"),
             )?)))
         }
         None => None,
     };
     let Some(pid) = child.id() else {
-        return Err(format!("{program} exited before its pid could be read"));
+        return Err("the task exited before its pid could be read".into());
     };
     Ok(Spawned {
         child,
@@ -214,25 +212,69 @@ pub(crate) fn spawn(
     })
 }
 
-/// Checks that `program` can be executed: a path (relative to the sandbox) or a name on `PATH`.
-fn find_program(program: &str, sandbox: &Path, path: Option<&str>) -> Result<(), String> {
+/// The command that starts `task`, its output not yet set.
+fn command(
+    task: &Program<'_>,
+    sandbox: &Path,
+    env: &BTreeMap<String, String>,
+    path: Option<&str>,
+    run_as: Option<&RunAs>,
+    gated: bool,
+) -> Result<tokio::process::Command, String> {
+    let (program, args) = task.argv();
+    let mut command = if gated {
+        if !matches!(task, Program::Plain(_)) {
+            // Behind the gate a missing program would only show as exit status 127.
+            find_program(program, sandbox, path)
+                .map_err(|e| format!("cannot start {program}: {e}"))?;
+        }
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.arg("-c").arg(GATE_SCRIPT).arg(program).args(&args);
+        c.stdin(Stdio::piped());
+        c
+    } else {
+        // A path, so that the process is started without a fork of the agent (which a
+        // program to look up on the task's `PATH` would take); the name stays its `argv[0]`.
+        let executable = match task {
+            Program::Shell(_) => PathBuf::from(program),
+            Program::Plain(_) | Program::Argv(_) => find_program(program, sandbox, path)
+                .map_err(|e| format!("cannot start {program}: {e}"))?,
+        };
+        let mut c = tokio::process::Command::new(executable);
+        c.arg0(program).args(&args);
+        c.stdin(Stdio::null());
+        c
+    };
+    command.current_dir(sandbox).env_clear().envs(env);
+    if matches!(task, Program::Plain(_)) && !gated {
+        // What the shell that `exec`s a plain command exports.
+        command.env("PWD", sandbox);
+    }
+    command.process_group(0).kill_on_drop(false);
+    if let Some(user) = run_as {
+        // std drops the supplementary groups when it changes the uid.
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    Ok(command)
+}
+
+/// Finds `program` as `execvp` would from the sandbox: a path (relative to the sandbox) or a
+/// name on `PATH`; only executable files count.
+fn find_program(program: &str, sandbox: &Path, path: Option<&str>) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     let found = if program.contains('/') {
-        executable(&sandbox.join(program))
+        Some(sandbox.join(program)).filter(|p| executable(p))
     } else {
         path.unwrap_or_default()
             .split(':')
             .filter(|d| !d.is_empty())
-            .any(|dir| executable(&sandbox.join(dir).join(program)))
+            .map(|dir| sandbox.join(dir).join(program))
+            .find(|p| executable(p))
     };
-    if found {
-        Ok(())
-    } else {
-        Err("No such file or directory (os error 2)".into())
-    }
+    found.ok_or_else(|| "No such file or directory (os error 2)".into())
 }
 
 /// Creates a sandbox's output file, owned by the task's user so it may reopen it.

@@ -44,6 +44,7 @@ use crate::docker::{ContainerOutcome, DockerEngine, Found};
 use crate::fetcher::Fetcher;
 use crate::metrics as m;
 use crate::process::{self, RunAs};
+use crate::spawner::Spawner;
 use crate::state::{Change, StateDir, TaskJournal, TaskRecord};
 use crate::task::{
     instance_id, valid_task_id, LaunchSpec, Status, TaskState, REASON_COMMAND_FAILED,
@@ -61,6 +62,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Task cgroups empty for this long are abandoned (a launch fills its group within
 /// milliseconds).
 const ABANDONED_CGROUP: Duration = Duration::from_secs(60);
+/// How often the running-tasks gauge is brought up to date when tasks changed (counting them
+/// at every commit of a burst of launches would walk the task table each time).
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// Most commands and events handled before their changes are committed.
 const MAX_BATCH: usize = 512;
 
@@ -233,6 +237,8 @@ pub(crate) struct Shared {
     pub own_user: Option<RunAs>,
     /// `None` where cgroups are not usable: process tasks run unconfined.
     pub cgroups: Option<Cgroups>,
+    /// With cgroup v1: starts process tasks inside their groups.
+    pub spawner: Option<Spawner>,
     pub docker: Arc<DockerEngine>,
     pub fetcher: Fetcher,
 }
@@ -278,6 +284,8 @@ pub(crate) struct Supervisor {
     outbox: Vec<Status>,
     /// Launches whose preparation waits for the commit of their record.
     to_prepare: Vec<(LaunchSpec, watch::Receiver<bool>)>,
+    /// Tasks changed since the gauge of running tasks was last set.
+    gauge_stale: bool,
 }
 
 /// A change of the task table not yet in the journal.
@@ -309,6 +317,7 @@ impl Supervisor {
             changed: Vec::new(),
             outbox: Vec::new(),
             to_prepare: Vec::new(),
+            gauge_stale: false,
         };
         let mut containers = supervisor.own_containers(&records).await;
         for record in records {
@@ -476,6 +485,8 @@ impl Supervisor {
             SWEEP_EVERY.min((self.shared.config.sandbox_retention / 2).max(Duration::from_secs(1)));
         let mut sweep = tokio::time::interval(every);
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut gauge = tokio::time::interval(GAUGE_EVERY);
+        gauge.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -487,6 +498,7 @@ impl Supervisor {
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event).await,
                 _ = sweep.tick() => self.sweep_sandboxes(),
+                _ = gauge.tick(), if self.gauge_stale => self.update_gauge(),
                 Some(done) = self.background.join_next() => {
                     if let Err(e) = done {
                         if e.is_panic() {
@@ -541,7 +553,7 @@ impl Supervisor {
                 // The statuses still go out; only a restart before the next commit loses them.
                 error!(error = %e, "cannot persist the tasks' state");
             }
-            self.update_gauge();
+            self.gauge_stale = true;
         }
         for status in std::mem::take(&mut self.outbox) {
             self.seq += 1;
@@ -1115,7 +1127,8 @@ impl Supervisor {
         self.outbox.push(status);
     }
 
-    fn update_gauge(&self) {
+    fn update_gauge(&mut self) {
+        self.gauge_stale = false;
         let running = self
             .tasks
             .values()
@@ -1245,7 +1258,7 @@ async fn prepare(
             for link in &plan.links {
                 make_link(&sandbox, link, run_as.as_ref()).map_err(Failure::launch)?;
             }
-            start_process(shared, spec, &sandbox, run_as.as_ref())
+            start_process(shared, spec, &sandbox, run_as.as_ref()).await
         }
         Plan::Docker(plan) => {
             for name in &plan.volumes {
@@ -1312,7 +1325,7 @@ fn make_link(sandbox: &Path, link: &container::Link, run_as: Option<&RunAs>) -> 
 }
 
 /// Starts a process task, inside its cgroups when the agent can make them.
-fn start_process(
+async fn start_process(
     shared: &Shared,
     spec: &LaunchSpec,
     sandbox: &Path,
@@ -1329,7 +1342,12 @@ fn start_process(
         },
         None => Vec::new(),
     };
-    let spawned = match process::spawn(spec, sandbox, &env, run_as, !groups.is_empty()) {
+    let entry = match &shared.spawner {
+        _ if groups.is_empty() => process::Entry::Unconfined,
+        Some(spawner) => process::Entry::Inside(spawner, &groups),
+        None => process::Entry::Gated,
+    };
+    let spawned = match process::spawn(spec, sandbox, &env, run_as, entry).await {
         Ok(s) => s,
         Err(e) => {
             cgroups_cleanup_now(&groups);
@@ -1342,19 +1360,27 @@ fn start_process(
         start_time,
         gate,
     } = spawned;
-    if let Some(gate) = gate {
-        let entered = cgroups::add_process(&groups, pid)
+    let entered = match gate {
+        Some(gate) => cgroups::add_process(&groups, pid)
             .map_err(|e| format!("cannot put the task into its cgroup: {e}"))
-            .and_then(|()| gate.open());
-        if let Err(message) = entered {
-            let _ = process::signal_group(pid, Signal::SIGKILL);
-            // Reaped in the background; the task never ran.
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            cgroups_cleanup_now(&groups);
-            return Err(Failure::launch(message));
+            .map(|()| Some(gate)),
+        None => Ok(None),
+    };
+    let limited = entered.and_then(|gate| {
+        if let Some(cg) = shared.cgroups.as_ref().filter(|_| !groups.is_empty()) {
+            cg.limit_cpu(&spec.task_id, spec.resources.cpus)
+                .map_err(|e| format!("cannot set the task's CPU quota: {e}"))?;
         }
+        gate.map_or(Ok(()), process::Gate::open)
+    });
+    if let Err(message) = limited {
+        let _ = process::signal_group(pid, Signal::SIGKILL);
+        // Reaped in the background, and its groups removed once it is gone.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            cgroups::remove(groups).await;
+        });
+        return Err(Failure::launch(message));
     }
     Ok(Started::Process {
         child: Box::new(child),

@@ -296,6 +296,29 @@ async fn plain_and_shell_commands(cgroups: bool) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_sees_what_a_shell_would_give_it() -> anyhow::Result<()> {
+    let mut c = connected().await?;
+    // A script without `#!` is not for the kernel to execute: the shell runs it, as before.
+    let script = c.work.path().join("no-interpreter");
+    std::fs::write(&script, "echo run by a shell\n")?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    c.session.command(launch(vec![
+        shell_task("script", &script.display().to_string()),
+        shell_task("env", "env"),
+    ]));
+    c.session.status("script", TaskState::TaskFinished).await;
+    assert_eq!(
+        std::fs::read_to_string(c.work.sandbox("script").join("stdout"))?,
+        "run by a shell\n"
+    );
+    c.session.status("env", TaskState::TaskFinished).await;
+    let env = std::fs::read_to_string(c.work.sandbox("env").join("stdout"))?;
+    let pwd = format!("PWD={}", c.work.sandbox("env").display());
+    assert!(env.lines().any(|l| l == pwd), "{pwd} in {env}");
+    c.agent.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_command_gets_the_grace_period_to_end_by_itself() -> anyhow::Result<()> {
     let mut c = connected().await?;
     let script = c.work.path().join("graceful");

@@ -324,3 +324,78 @@ async fn the_memory_limit_kills_a_task_that_allocates_past_it() -> anyhow::Resul
     .await;
     c.agent.stop().await
 }
+
+/// The lines of a `/proc/<pid>/cgroup` that name one of a task's groups.
+fn lines_naming(groups: &str, task_id: &str) -> usize {
+    groups
+        .lines()
+        .filter(|l| l.ends_with(&format!("/{task_id}")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_in_its_cgroups_from_its_first_fork_and_the_agent_stays_out() -> anyhow::Result<()>
+{
+    if let Err(reason) = stride_agent::probe_cgroups() {
+        eprintln!("SKIPPED a_task_is_in_its_cgroups_from_its_first_fork_and_the_agent_stays_out: cgroups cannot be delegated to the agent on this machine: {reason}");
+        return Ok(());
+    }
+    let mut c = connected().await?;
+    let resources = Some(Resources {
+        cpus: 0.5,
+        mem: 64.0,
+        disk: 0.0,
+        gpus: 0,
+        ports: Vec::new(),
+    });
+    // The first thing the shell does is fork `cat`, which reads its own groups.
+    let mut forks = shell_task("forks", "cat /proc/self/cgroup; sleep 1000");
+    forks.resources = resources.clone();
+    let mut plain = shell_task("plain", "sleep 1000");
+    plain.resources = resources;
+    c.session.command(launch(vec![forks, plain]));
+    c.session.status("forks", TaskState::TaskRunning).await;
+    c.session.status("plain", TaskState::TaskRunning).await;
+
+    for id in ["forks", "plain"] {
+        let record = c
+            .work
+            .record(id)
+            .ok_or_else(|| anyhow::anyhow!("no record of {id}"))?;
+        let groups = record["cgroups"].as_array().map_or(0, Vec::len);
+        assert!(groups > 0, "the task was confined: {record}");
+        let pid = c.work.pid(id)?;
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        assert_eq!(
+            lines_naming(&own, id),
+            groups,
+            "{id} is in its groups: {own}"
+        );
+        if id == "forks" {
+            let stdout = c.work.sandbox(id).join("stdout");
+            eventually("cat wrote its groups", || {
+                std::fs::read_to_string(&stdout).is_ok_and(|t| !t.is_empty())
+            })
+            .await;
+            let first = std::fs::read_to_string(&stdout)?;
+            assert_eq!(
+                lines_naming(&first, id),
+                groups,
+                "the first fork was inside: {first}"
+            );
+        }
+    }
+    // The agent runs in this process: none of its threads stayed in a task's group.
+    for thread in std::fs::read_dir("/proc/self/task")? {
+        let groups = std::fs::read_to_string(thread?.path().join("cgroup")).unwrap_or_default();
+        assert!(
+            lines_naming(&groups, "forks") + lines_naming(&groups, "plain") == 0,
+            "a thread of the agent is in a task's group: {groups}"
+        );
+    }
+    for id in ["forks", "plain"] {
+        c.session.command(kill(id, 200));
+        c.session.status(id, TaskState::TaskKilled).await;
+    }
+    c.agent.stop().await
+}

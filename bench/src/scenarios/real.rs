@@ -40,8 +40,9 @@ async fn stack_with_agent(ctx: &Ctx) -> anyhow::Result<Stack> {
     }
 }
 
-/// POSTs `body` and times it until `n` instances are stored Running.
-async fn time_to_running(stack: &Stack, body: String, n: usize) -> anyhow::Result<f64> {
+/// POSTs `body`, the app `app`, and times it until `n` of its instances are stored Running.
+async fn time_to_running(stack: &Stack, app: &str, body: String, n: usize) -> anyhow::Result<f64> {
+    let from = stack.events_end().await?;
     let started = Instant::now();
     let r = stack.http.post("/v2/apps", body).await?;
     if r.status != 201 {
@@ -52,11 +53,7 @@ async fn time_to_running(stack: &Stack, body: String, n: usize) -> anyhow::Resul
         );
     }
     let seen = stack
-        .until_running(
-            n as u64,
-            Duration::from_millis(10),
-            Duration::from_secs(300),
-        )
+        .until_running_events(app, n, from, Duration::from_secs(300))
         .await
         .map_err(|e| {
             let log = stack
@@ -93,7 +90,13 @@ pub async fn sleeps(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
         .map(|s| s.pid());
     let cpu = |pid: Option<u32>| pid.and_then(cpu_seconds).unwrap_or(0.0);
     let (agent_before, leader_before) = (cpu(agent_pid), cpu(leader_pid));
-    let took = time_to_running(&stack, app_json("/bench/sleep", n, false, false), n).await?;
+    let took = time_to_running(
+        &stack,
+        "/bench/sleep",
+        app_json("/bench/sleep", n, false, false),
+        n,
+    )
+    .await?;
     let per_task_ms = |used: f64| 1000.0 * used / n.max(1) as f64;
     let agent_ms = per_task_ms(cpu(agent_pid) - agent_before);
     let leader_ms = per_task_ms(cpu(leader_pid) - leader_before);
@@ -150,7 +153,7 @@ pub async fn containers(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
         "portDefinitions": [],
         "container": {"type": "DOCKER", "docker": {"image": IMAGE}},
     });
-    let took = time_to_running(&stack, app.to_string(), n).await;
+    let took = time_to_running(&stack, "/bench/docker", app.to_string(), n).await;
     remove(&stack, "/bench/docker").await;
     remove_containers("stride.app_id=/bench/docker");
     drop(stack);
