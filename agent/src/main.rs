@@ -10,11 +10,6 @@ use clap::Parser;
 use stride_agent::Config;
 use tracing_subscriber::EnvFilter;
 
-/// A burst of launches allocates and frees many small objects (specs, statuses, paths,
-/// environments); mimalloc does that with less CPU than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Stride's node agent. Every flag can also be set as `STRIDE_AGENT_<FLAG>` (e.g.
 /// `STRIDE_AGENT_WORK_DIR`) or in the JSON file given with `--config`.
 #[derive(Parser, Debug)]

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, gauge};
 use nix::sys::signal::Signal;
@@ -65,6 +65,9 @@ const ABANDONED_CGROUP: Duration = Duration::from_secs(60);
 /// How often the running-tasks gauge is brought up to date when tasks changed (counting them
 /// at every commit of a burst of launches would walk the task table each time).
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// While tasks are being started, how long a change may wait for others to share its commit
+/// (one `fdatasync` and one message to the leader for a burst of launches, not one each).
+const COMMIT_WINDOW: Duration = Duration::from_millis(5);
 /// Most commands and events handled before their changes are committed.
 const MAX_BATCH: usize = 512;
 
@@ -286,6 +289,8 @@ pub(crate) struct Supervisor {
     to_prepare: Vec<(LaunchSpec, watch::Receiver<bool>)>,
     /// Tasks changed since the gauge of running tasks was last set.
     gauge_stale: bool,
+    /// When the oldest change not yet committed was made.
+    pending_since: Option<Instant>,
 }
 
 /// A change of the task table not yet in the journal.
@@ -318,6 +323,7 @@ impl Supervisor {
             outbox: Vec::new(),
             to_prepare: Vec::new(),
             gauge_stale: false,
+            pending_since: None,
         };
         let mut containers = supervisor.own_containers(&records).await;
         for record in records {
@@ -488,7 +494,9 @@ impl Supervisor {
         let mut gauge = tokio::time::interval(GAUGE_EVERY);
         gauge.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let due = self.pending_since.map(|t| t + COMMIT_WINDOW);
             tokio::select! {
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => {
@@ -517,13 +525,29 @@ impl Supervisor {
                     break;
                 }
             }
-            self.commit().await;
+            if self.commit_now() {
+                self.commit().await;
+            }
         }
+    }
+
+    /// Whether the changes made so far are committed now, or wait (within [`COMMIT_WINDOW`]) for
+    /// the tasks being started to join them. Launches waiting for their records start at once.
+    fn commit_now(&mut self) -> bool {
+        if self.changed.is_empty() && self.outbox.is_empty() && self.to_prepare.is_empty() {
+            return true;
+        }
+        let since = *self.pending_since.get_or_insert_with(Instant::now);
+        self.preparing.is_empty()
+            || !self.to_prepare.is_empty()
+            || self.changed.len() >= MAX_BATCH
+            || since.elapsed() >= COMMIT_WINDOW
     }
 
     /// Writes the changes since the last commit to the journal (one flush for all of them), then
     /// sends the statuses that report them and starts the launches that wait for them.
     async fn commit(&mut self) {
+        self.pending_since = None;
         if !self.changed.is_empty() {
             let changed = std::mem::take(&mut self.changed);
             let written = if self.journal.wants_rewrite(self.tasks.len()) {
