@@ -1,10 +1,10 @@
 //! Starting a task's process inside its cgroup v1 groups from its first instruction.
 //!
 //! In cgroup v1 every thread has groups of its own, and a new process starts in the groups of
-//! the thread that creates it. The spawner is a thread of the agent that steps into a task's
-//! groups (writing `0` into a group's `tasks` file moves the writing thread alone, which the
-//! kernel does without the system-wide lock it takes to move a whole process), starts the
-//! process there, and steps back into the agent's groups. The task is born confined: it needs
+//! the thread that creates it. A spawner thread of the agent steps into a task's groups
+//! (writing `0` into a group's `tasks` file moves the writing thread alone, which the kernel
+//! does without the system-wide lock it takes to move a whole process), starts the process
+//! there, and steps back into the agent's groups. The task is born confined: it needs
 //! no gate (see [`crate::process::spawn`]), so the program is the first thing it executes.
 //!
 //! A task's group is `<agent group>/stride-tasks/<task id>` in each hierarchy, so the way back
@@ -87,8 +87,9 @@ impl Spawner {
             let started = std::thread::Builder::new()
                 .name("task-spawner".into())
                 .spawn(move || {
+                    // Counted out however the thread ends, a panic included.
+                    let _alive = Alive(alive);
                     run(&runtime, &queue);
-                    alive.fetch_sub(1, Ordering::AcqRel);
                 });
             if let Err(e) = started {
                 self.alive.fetch_sub(1, Ordering::AcqRel);
@@ -96,6 +97,15 @@ impl Spawner {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts a spawner thread out when it ends.
+struct Alive(Arc<AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

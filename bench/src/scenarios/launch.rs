@@ -27,6 +27,10 @@ pub struct Shape {
     pub target: f64,
 }
 
+/// How long after the fleet the store's events may take to show every instance Running before
+/// the store is counted instead.
+const EVENTS_AFTER_FLEET: Duration = Duration::from_secs(20);
+
 pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
     let agents = ctx.sizes.agents;
     let total = shape.apps * shape.per_app;
@@ -53,6 +57,14 @@ pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
     let within = Duration::from_secs(60 + (10.0 * total as f64 / shape.target) as u64);
     let cpu = CpuMeter::start(stack.pids());
     let lease = LeaseWatch::start(&stack.redis.url()).await?;
+    let from = stack.events_end().await?;
+    let events = tokio::spawn(crate::cluster::until_running_events(
+        stack.redis.url(),
+        "/bench".into(),
+        total,
+        from,
+        within,
+    ));
     let started = Instant::now();
     let posting = stack.http.post_all_retrying("/v2/apps", bodies, 8);
     let (posts, refused) = match tokio::time::timeout(within, posting).await {
@@ -68,18 +80,35 @@ pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
     )
     .await
     .ok();
-    // Before this bench's own store reads (a Lua scan of every instance) start to load Redis.
     let lease = lease.finish().await;
-    let stored = match fleet_done {
-        Some(_) => stack
-            .until_running(
-                total as u64,
-                Duration::from_millis(50),
-                within.saturating_sub(started.elapsed()),
-            )
-            .await
-            .ok(),
-        None => None,
+    // The store follows the fleet; its event stream says when it has every instance Running.
+    // Should the stream have been trimmed past the reader, the store is counted instead (a Lua
+    // scan of every instance, which loads Redis while it runs).
+    let via_events = match fleet_done {
+        Some(_) => match tokio::time::timeout(EVENTS_AFTER_FLEET, events).await {
+            Ok(Ok(Ok(seen))) => Ok(Some(seen)),
+            Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("not within {EVENTS_AFTER_FLEET:?} of the fleet")),
+        },
+        None => {
+            events.abort();
+            Ok(None)
+        }
+    };
+    let stored = match via_events {
+        Ok(seen) => seen,
+        Err(why) => {
+            progress!("{s}: the event stream did not show every instance Running ({why}); counting the store");
+            stack
+                .until_running(
+                    total as u64,
+                    Duration::from_millis(50),
+                    within.saturating_sub(started.elapsed()),
+                )
+                .await
+                .ok()
+        }
     };
     let finished = stored.is_some();
     let end = stored.unwrap_or_else(Instant::now);
@@ -89,6 +118,9 @@ pub async fn run(ctx: &Ctx, shape: &Shape) -> anyhow::Result<Vec<Measure>> {
     let count_started = Instant::now();
     let running = stack.running_instances().await?;
     let count_ms = count_started.elapsed().as_secs_f64() * 1000.0;
+    if finished && running != total as u64 {
+        progress!("{s}: the events showed {total} instances Running, but the store holds {running} Running");
+    }
     let done = if finished { total as u64 } else { running };
     let terms = stack.terms().await?;
     let rss = rss_bytes(stack.schedulers[0].pid()).unwrap_or(0) as f64 / (1 << 20) as f64;
