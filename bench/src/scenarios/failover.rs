@@ -78,8 +78,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measure>> {
         },
     )
     .await?;
-    // Campaigning by now; and the agents settled with the leader.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Its elector campaigns from then on, and the warm takeover returned with every agent back.
     let cold = take_over(&mut stack, &fleet, standby, "q", z.agents).await?;
     fleet.stop().await;
     Ok(vec![
