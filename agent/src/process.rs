@@ -99,7 +99,11 @@ enum Program<'a> {
     Shell(&'a str),
     /// `cmd` made of [`shellcmd::plain_words`] naming a program found on the task's `PATH`:
     /// the program is started as the task's process, as a shell that `exec`s it would.
-    Plain(Vec<&'a str>),
+    Plain {
+        words: Vec<&'a str>,
+        /// Where the program was found.
+        executable: PathBuf,
+    },
     /// Marathon's `args` without `cmd`: the argument vector itself.
     Argv(&'a [String]),
 }
@@ -110,8 +114,8 @@ impl<'a> Program<'a> {
         if let Some(words) = shellcmd::plain_words(&spec.cmd) {
             // A program the agent does not find is left to the shell, which reports it as it
             // always did.
-            if find_program(words[0], sandbox, path).is_ok() {
-                return Ok(Program::Plain(words));
+            if let Ok(executable) = find_program(words[0], sandbox, path) {
+                return Ok(Program::Plain { words, executable });
             }
         }
         if !spec.cmd.is_empty() {
@@ -127,7 +131,7 @@ impl<'a> Program<'a> {
     fn argv(&self) -> (&'a str, Vec<&'a str>) {
         match self {
             Program::Shell(cmd) => ("/bin/sh", vec!["-c", cmd]),
-            Program::Plain(words) => (words[0], words[1..].to_vec()),
+            Program::Plain { words, .. } => (words[0], words[1..].to_vec()),
             Program::Argv(args) => (
                 args[0].as_str(),
                 args[1..].iter().map(String::as_str).collect(),
@@ -223,7 +227,7 @@ fn command(
 ) -> Result<tokio::process::Command, String> {
     let (program, args) = task.argv();
     let mut command = if gated {
-        if !matches!(task, Program::Plain(_)) {
+        if !matches!(task, Program::Plain { .. }) {
             // Behind the gate a missing program would only show as exit status 127.
             find_program(program, sandbox, path)
                 .map_err(|e| format!("cannot start {program}: {e}"))?;
@@ -237,7 +241,8 @@ fn command(
         // program to look up on the task's `PATH` would take); the name stays its `argv[0]`.
         let executable = match task {
             Program::Shell(_) => PathBuf::from(program),
-            Program::Plain(_) | Program::Argv(_) => find_program(program, sandbox, path)
+            Program::Plain { executable, .. } => executable.clone(),
+            Program::Argv(_) => find_program(program, sandbox, path)
                 .map_err(|e| format!("cannot start {program}: {e}"))?,
         };
         let mut c = tokio::process::Command::new(executable);
@@ -246,7 +251,7 @@ fn command(
         c
     };
     command.current_dir(sandbox).env_clear().envs(env);
-    if matches!(task, Program::Plain(_)) && !gated {
+    if matches!(task, Program::Plain { .. }) && !gated {
         // What the shell that `exec`s a plain command exports.
         command.env("PWD", sandbox);
     }
@@ -466,11 +471,20 @@ mod tests {
         ] {
             let spec = spec_of(cmd);
             let got = Program::of(&spec, sandbox, path).map_err(anyhow::Error::msg)?;
-            let expected = match want {
-                Some(words) => Program::Plain(words),
-                None => Program::Shell(cmd),
-            };
-            assert_eq!(got, expected, "{cmd:?}");
+            match (want, got) {
+                (Some(want), Program::Plain { words, executable }) => {
+                    assert_eq!(words, want, "{cmd:?}");
+                    assert!(
+                        executable.is_absolute()
+                            && executable
+                                .ends_with(Path::new(want[0]).file_name().unwrap_or_default()),
+                        "{cmd:?} found at {}",
+                        executable.display()
+                    );
+                }
+                (None, got) => assert_eq!(got, Program::Shell(cmd), "{cmd:?}"),
+                (Some(_), got) => panic!("{cmd:?} is plain, not {got:?}"),
+            }
         }
         let spec = spec_of("sleep 1");
         assert_eq!(

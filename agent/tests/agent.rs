@@ -295,13 +295,18 @@ async fn plain_and_shell_commands(cgroups: bool) -> anyhow::Result<()> {
     c.agent.stop().await
 }
 
+/// Writes `text` to `path` and makes it executable.
+fn write_executable(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_command_sees_what_a_shell_would_give_it() -> anyhow::Result<()> {
     let mut c = connected().await?;
     // A script without `#!` is not for the kernel to execute: the shell runs it, as before.
     let script = c.work.path().join("no-interpreter");
-    std::fs::write(&script, "echo run by a shell\n")?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    write_executable(&script, "echo run by a shell\n")?;
     c.session.command(launch(vec![
         shell_task("script", &script.display().to_string()),
         shell_task("env", "env"),
@@ -322,11 +327,10 @@ async fn a_plain_command_sees_what_a_shell_would_give_it() -> anyhow::Result<()>
 async fn a_plain_command_gets_the_grace_period_to_end_by_itself() -> anyhow::Result<()> {
     let mut c = connected().await?;
     let script = c.work.path().join("graceful");
-    std::fs::write(
+    write_executable(
         &script,
         "#!/bin/sh\ntrap 'sleep 0.3; echo cleaned up; exit 7' TERM\nsleep 1000 & wait\n",
     )?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let id = "graceful";
     c.session
         .command(launch(vec![shell_task(id, &script.display().to_string())]));

@@ -116,16 +116,16 @@ impl Heart {
 
     /// A heartbeat of `registration` whose write began at `began` was confirmed; true if that
     /// made this replica a member. A confirmation of a registration given up meanwhile is
-    /// ignored, and one that arrives after its lease would have ended keeps nothing.
-    pub fn confirmed(&mut self, began: Instant, registration: i64) -> bool {
+    /// ignored, and one that arrives (at `now`) after its lease would have ended keeps nothing.
+    pub fn confirmed(&mut self, began: Instant, registration: i64, now: Instant) -> bool {
         // A lease that ran out before this confirmation ended the registration, whether or not
         // anything noticed yet: the next heartbeat registers anew.
-        self.expire(Instant::now());
+        self.expire(now);
         if self.registration != Some(registration) {
             return false;
         }
         let until = began + LEASE;
-        if until <= Instant::now() {
+        if until <= now {
             return false;
         }
         let joined = self.until.is_none();
@@ -264,7 +264,7 @@ async fn beat(
                 let Ok((began, registration, written)) = done else { continue };
                 match written {
                     Ok(Ok(())) => {
-                        let joined = lock(&heart).confirmed(began, registration);
+                        let joined = lock(&heart).confirmed(began, registration, Instant::now());
                         if joined {
                             info!(joined_at_ms = registration, "registered in the membership");
                         }
@@ -345,45 +345,46 @@ mod tests {
         let mut h = Heart::default();
         assert_eq!(h.registration(5_000), 5_000);
         assert_eq!(h.until(), None, "not a member before a confirmed heartbeat");
-        assert!(h.confirmed(t0, 5_000), "joined");
+        assert!(h.confirmed(t0, 5_000, Instant::now()), "joined");
         assert_eq!(h.until(), Some(t0 + LEASE));
         // Heartbeats keep it, under the same registration.
         assert_eq!(h.registration(6_000), 5_000);
-        assert!(!h.confirmed(t0 + Duration::from_millis(500), 5_000));
+        assert!(!h.confirmed(t0 + Duration::from_millis(500), 5_000, Instant::now()));
         assert!(!h.expire(t0 + Duration::from_millis(2_400)));
         // A late confirmation of an older write does not shorten the lease.
-        h.confirmed(t0, 5_000);
+        h.confirmed(t0, 5_000, Instant::now());
         assert_eq!(h.until(), Some(t0 + Duration::from_millis(500) + LEASE));
         // Cut off: nothing confirmed; the lease runs out.
         assert!(h.expire(t0 + Duration::from_millis(500) + LEASE));
         assert_eq!(h.until(), None);
         assert_eq!(h.joined_at_ms(), 5_000);
         // A confirmation of the old registration arriving now keeps nothing.
-        assert!(!h.confirmed(Instant::now(), 5_000));
+        assert!(!h.confirmed(Instant::now(), 5_000, Instant::now()));
         assert_eq!(h.until(), None);
         // Back: a new registration, even if the clock says the same millisecond.
         assert_eq!(h.registration(5_000), 5_001);
         assert_eq!(h.registration(9_000), 5_001, "kept until confirmed");
-        assert!(h.confirmed(Instant::now(), 5_001));
+        assert!(h.confirmed(Instant::now(), 5_001, Instant::now()));
         assert_eq!(h.joined_at_ms(), 5_001);
         // A confirmation that comes after its lease would have ended keeps nothing.
         let mut late = Heart::default();
         late.registration(1);
-        assert!(!late.confirmed(Instant::now() - LEASE, 1));
+        assert!(!late.confirmed(Instant::now() - LEASE, 1, Instant::now()));
     }
 
     #[test]
     fn a_lease_that_ran_out_unnoticed_ends_the_registration_at_the_next_confirmation() {
         let mut h = Heart::default();
         assert_eq!(h.registration(5_000), 5_000);
-        assert!(h.confirmed(Instant::now() - LEASE + Duration::from_millis(5), 5_000));
-        std::thread::sleep(Duration::from_millis(10));
+        let t0 = Instant::now();
+        assert!(h.confirmed(t0 - LEASE + Duration::from_millis(5), 5_000, t0));
         // Cut off until after the lease ended; nothing called `expire`. A heartbeat of the
         // old registration written after the cut is confirmed: it keeps nothing.
-        assert!(!h.confirmed(Instant::now(), 5_000));
+        let later = t0 + Duration::from_millis(10);
+        assert!(!h.confirmed(later, 5_000, later));
         assert_eq!(h.until(), None);
         assert_eq!(h.registration(5_000), 5_001);
-        assert!(h.confirmed(Instant::now(), 5_001), "joined again");
+        assert!(h.confirmed(later, 5_001, later), "joined again");
     }
 
     #[test]

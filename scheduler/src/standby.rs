@@ -60,6 +60,19 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Decodes every stored value of a collection read whole and hands each, with its key, to `put`.
+fn decode_each<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    entries: Vec<(String, Bytes)>,
+    mut put: impl FnMut(String, T),
+) -> Result<(), LoadError> {
+    for (key, bytes) in entries {
+        let value = decode(what, &key, &bytes)?;
+        put(key, value);
+    }
+    Ok(())
+}
+
 /// The stored version timestamps of one app or group, oldest first (the keys of its versions
 /// collection; a key that is not a timestamp is skipped).
 fn versions_of(keys: &[String]) -> Vec<Timestamp> {
@@ -145,14 +158,12 @@ impl Mirror {
             store.keys(&root),
         )?;
         let mut m = Self::default();
-        for (key, bytes) in apps {
-            let app = decode("app", &key, &bytes)?;
+        decode_each("app", apps, |key, app| {
             m.apps.insert(key, app);
-        }
-        for (key, bytes) in groups {
-            let meta = decode("group", &key, &bytes)?;
+        })?;
+        decode_each("group", groups, |key, meta| {
             m.groups.insert(key, meta);
-        }
+        })?;
         // The biggest read, with every versions read sent alongside it.
         let (instances, app_versions, group_versions) = futures::try_join!(
             async { Ok::<_, LoadError>(store.get_all(collections::INSTANCES).await?) },
@@ -164,18 +175,15 @@ impl Mirror {
         m.group_versions
             .insert(ROOT.to_string(), versions_of(&root_versions));
         m.instances.reserve(instances.len());
-        for (key, bytes) in instances {
-            let i = decode("instance", &key, &bytes)?;
+        decode_each("instance", instances, |key, i| {
             m.instances.insert(InstanceId(key), i);
-        }
-        for (key, bytes) in deployments {
-            let plan = decode("deployment", &key, &bytes)?;
+        })?;
+        decode_each("deployment", deployments, |key, plan| {
             m.deployments.insert(key, plan);
-        }
-        for (key, bytes) in task_failures {
-            let failure = decode("task failure", &key, &bytes)?;
+        })?;
+        decode_each("task failure", task_failures, |key, failure| {
             m.task_failures.insert(key, failure);
-        }
+        })?;
         Ok(m)
     }
 
